@@ -1,0 +1,130 @@
+"""What a plugin hands the kernel: routes, sinks, auth schemes, principals, commands.
+
+A plugin is a class registered as an entry point in the ``flowork_gateway.plugins`` group.
+It subclasses :class:`GatewayPlugin` (name, version, requirements, settings) and implements
+hooks from :mod:`gateway_kernel.hookspecs` with the ``@hookimpl`` decorator.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import falcon
+import pluggy
+
+from .config import Setting
+
+if TYPE_CHECKING:
+    from .accounts import Account
+    from .app import Gateway
+
+PROJECT = "flowork_gateway"
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+PrincipalKind = Literal["public", "user", "engine", "service"]
+PRINCIPAL_KINDS: tuple[str, ...] = ("public", "user", "engine", "service")
+
+
+class GatewayPlugin:
+    """Base class of every plugin. Subclasses set the class attributes below."""
+
+    #: Unique name; also the entry-point name and the migration-history key.
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0"
+    #: Names of plugins that must be enabled too (checked at start-up).
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: Settings this plugin reads; resolved and validated before ``gateway_configure``.
+    settings: ClassVar[tuple[Setting, ...]] = ()
+    #: One-line description for ``flowork-gateway plugins``.
+    description: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling. ``kind`` is one of user, engine, service.
+
+    ``account`` is set for users; ``engine_id`` for engines. ``claims`` holds scheme-specific
+    facts (for instance when the credential was issued).
+    """
+
+    kind: str
+    scheme: str
+    account: Account | None = None
+    engine_id: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def account_id(self) -> int | None:
+        return self.account.id if self.account is not None else None
+
+
+class AuthScheme:
+    """Produces principals of one ``kind`` from request headers.
+
+    ``authenticate`` returns a Principal, returns None when its credential is absent, and
+    raises a 401 :class:`~gateway_kernel.errors.GatewayError` when its credential is present
+    but wrong (the kernel then stops: no other scheme gets a chance). ``missing`` is the error
+    answered when a route needs this kind and no scheme found a credential.
+    """
+
+    name: str = ""
+    kind: str = ""
+    #: Request headers this scheme reads (advertised to CORS and in OpenAPI).
+    headers: tuple[str, ...] = ()
+
+    def authenticate(self, req: falcon.Request) -> Principal | None:
+        raise NotImplementedError
+
+    def missing(self) -> Exception:
+        raise NotImplementedError
+
+
+Auth = str | Mapping[str, str]
+
+
+@dataclass
+class Route:
+    """A Falcon resource at ``path`` (relative to the API prefix, a Falcon URI template).
+
+    ``auth`` is the principal kind every method needs, or a mapping method → kind with an
+    optional ``"*"`` default. Each route needs its own resource instance.
+    """
+
+    path: str
+    resource: object
+    auth: Auth
+
+    def auth_for(self, method: str) -> str:
+        if isinstance(self.auth, str):
+            return self.auth
+        return self.auth.get(method, self.auth.get("*", "user"))
+
+
+@dataclass
+class Sink:
+    """A catch-all below ``prefix`` (relative to the API prefix) for paths no route owns.
+
+    ``handler(req, resp, path)`` gets the path below the API prefix.
+    """
+
+    prefix: str
+    handler: Callable[[falcon.Request, falcon.Response, str], None]
+    auth: str = "user"
+
+
+@dataclass
+class Command:
+    """A CLI sub-command a plugin adds: ``flowork-gateway <name> …``.
+
+    ``run(gateway, args)`` returns the process exit code. ``needs_database`` commands get a
+    migrated database.
+    """
+
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[Gateway, argparse.Namespace], int]
+    needs_database: bool = True

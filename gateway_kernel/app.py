@@ -1,0 +1,529 @@
+"""The gateway: loads plugins, resolves settings, wires the Falcon app, owns auth dispatch."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import falcon
+import peewee
+import pluggy
+from stevedore import named
+from stevedore.exception import NoMatches
+
+from . import hookspecs
+from .accounts import KERNEL_MIGRATIONS, Account, ensure_account, find_by_username
+from .api import PRINCIPAL_KINDS, PROJECT, AuthScheme, GatewayPlugin, Principal, Route, Sink
+from .config import Config, ConfigError, Setting, as_int, as_list, as_str
+from .db import (
+    DATABASE_DOWN_ERRORS,
+    Migration,
+    activate,
+    database,
+    deactivate,
+    default_database_url,
+    migrate,
+    open_database,
+    release_connection,
+)
+from .errors import GatewayError, handle_unexpected, serialize_error
+from .http import send_json
+
+log = logging.getLogger("gateway_kernel")
+
+ENTRY_POINT_GROUP = "flowork_gateway.plugins"
+BUNDLED = ("auth_crypto", "auth_internal", "engines", "sharing", "proxy")
+API_PREFIX = "/api/v1"
+KERNEL = "kernel"
+
+KERNEL_SETTINGS = (
+    Setting("DATABASE_URL", as_str, None, "peewee database URL (default: SQLite in ./data/)"),
+    Setting("FLOWORK_PLUGINS", as_list, ["bundled"], "enabled plugins; 'bundled' = the five"),
+    Setting("FLOWORK_AUTH_SCHEMES", as_list, [], "auth scheme order (default: plugin order)"),
+    Setting("FLOWORK_CORS_ORIGINS", as_list, ["*"], "allowed CORS origins"),
+    Setting("FLOWORK_MAX_BODY_BYTES", as_int(1), 1024 * 1024, "largest JSON request body"),
+    Setting("FLOWORK_DB_POOL_SIZE", as_int(1, 1000), 20, "PostgreSQL pool size per process"),
+    Setting("FLOWORK_DB_POOL_TIMEOUT_S", as_int(0, 600), 10, "wait for a pooled connection"),
+)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_FIELD = re.compile(r"\{[^}]*\}")
+
+
+class PluginError(ConfigError):
+    """A plugin is missing, broken, misdeclared, or clashes with another."""
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    description: str
+    requires: tuple[str, ...]
+    hooks: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    routes: list[str] = field(default_factory=list)
+
+
+def expand_plugin_names(names: Iterable[str]) -> list[str]:
+    """``bundled`` → the five bundled plugins; duplicates dropped, order kept."""
+    result: list[str] = []
+    for name in names:
+        for item in BUNDLED if name == "bundled" else (name,):
+            if item not in result:
+                result.append(item)
+    return result
+
+
+def available_plugins() -> dict[str, str]:
+    """Every installed plugin entry point: name → 'module:attr'."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_plugins(names: Sequence[str]) -> list[GatewayPlugin]:
+    """Instantiate the named plugins through stevedore, loudly."""
+    if not names:
+        return []
+    failures: list[str] = []
+
+    def on_failure(_manager, entrypoint, exc) -> None:  # noqa: ANN001
+        failures.append(f"plugin {entrypoint.name!r} failed to load: {exc!r}")
+
+    try:
+        manager = named.NamedExtensionManager(
+            ENTRY_POINT_GROUP,
+            names=list(names),
+            invoke_on_load=True,
+            name_order=True,
+            on_load_failure_callback=on_failure,
+            on_missing_entrypoints_callback=lambda missing: failures.append(
+                "plugin(s) not installed: "
+                + ", ".join(sorted(missing))
+                + f" (installed: {', '.join(sorted(available_plugins())) or 'none'})"
+            ),
+        )
+    except NoMatches:
+        manager = None
+    if failures:
+        raise PluginError("; ".join(failures))
+    return [ext.obj for ext in manager] if manager else []
+
+
+class Gateway:
+    """One configured gateway: plugin manager, settings, database and the Falcon app.
+
+    Build with :func:`create_gateway`. A Gateway is a WSGI application.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        plugins: Sequence[GatewayPlugin],
+    ) -> None:
+        self.config = config
+        self.plugins: dict[str, GatewayPlugin] = {}
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        for plugin in plugins:
+            self._check_plugin(plugin)
+            self.plugins[plugin.name] = plugin
+            self.pm.register(plugin, name=plugin.name)
+        self._check_requirements()
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {exc.plugin_name!r}: {exc}") from None
+
+        for plugin in self.plugins.values():
+            config.declare(plugin.name, plugin.settings)
+        self.max_body = config["FLOWORK_MAX_BODY_BYTES"]
+        url = config["DATABASE_URL"] or default_database_url()
+        self.database_url = url
+        try:
+            self.db = open_database(
+                url, config["FLOWORK_DB_POOL_SIZE"], config["FLOWORK_DB_POOL_TIMEOUT_S"]
+            )
+        except ValueError as exc:
+            raise ConfigError(f"DATABASE_URL: {exc}") from None
+        database.initialize(self.db)
+        self.hook = self.pm.hook
+        self._started = False
+
+        token = activate(self.db)
+        try:
+            self.hook.gateway_configure(gateway=self)
+            self.schemes = self._collect_schemes()
+            self.route_owner: dict[str, str] = {}
+            self._shapes: dict[str, str] = {}
+            self.routes: list[tuple[str, Route]] = []
+            self.sinks: list[tuple[str, Sink]] = []
+            self.app = self._build_app()
+        finally:
+            deactivate(token)
+
+    # -- plugins ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_plugin(plugin: object) -> None:
+        name = getattr(plugin, "name", "")
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,49}", name):
+            raise PluginError(f"plugin object {plugin!r} has no valid 'name' attribute")
+        for attr in ("version", "requires", "settings"):
+            if not hasattr(plugin, attr):
+                raise PluginError(f"plugin {name!r} lacks the {attr!r} attribute")
+        if name == KERNEL:
+            raise PluginError("'kernel' is reserved")
+
+    def _check_requirements(self) -> None:
+        for plugin in self.plugins.values():
+            for required in plugin.requires:
+                if required not in self.plugins:
+                    raise PluginError(
+                        f"plugin {plugin.name!r} requires plugin {required!r}, which is not "
+                        f"enabled (add it to FLOWORK_PLUGINS)"
+                    )
+
+    def _per_plugin(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call one hook plugin by plugin, keeping who answered what (load order)."""
+        caller = getattr(self.pm.hook, hook_name)
+        order = {name: i for i, name in enumerate(self.plugins)}
+        impls = sorted(caller.get_hookimpls(), key=lambda i: order.get(i.plugin_name, 1 << 30))
+        results = []
+        for impl in impls:
+            wanted = {k: v for k, v in kwargs.items() if k in impl.argnames}
+            value = impl.function(**wanted)
+            if value is not None:
+                results.append((impl.plugin_name, value))
+        return results
+
+    def migration_plan(self) -> list[tuple[str, list[Migration]]]:
+        plan: list[tuple[str, list[Migration]]] = [(KERNEL, list(KERNEL_MIGRATIONS))]
+        done: set[str] = set()
+        by_plugin = dict(self._per_plugin("gateway_migrations"))
+
+        def visit(name: str, stack: tuple[str, ...] = ()) -> None:
+            if name in done:
+                return
+            if name in stack:
+                raise PluginError(f"plugin requirement cycle: {' -> '.join((*stack, name))}")
+            for required in self.plugins[name].requires:
+                visit(required, (*stack, name))
+            done.add(name)
+            if name in by_plugin:
+                plan.append((name, list(by_plugin[name])))
+
+        for name in self.plugins:
+            visit(name)
+        return plan
+
+    def migrate(self) -> list[str]:
+        return migrate(self.db, self.migration_plan())
+
+    def plugin_info(self) -> list[PluginInfo]:
+        models = dict(self._per_plugin("gateway_models"))
+        infos = []
+        for name, plugin in self.plugins.items():
+            hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
+            infos.append(
+                PluginInfo(
+                    name=name,
+                    version=str(plugin.version),
+                    description=getattr(plugin, "description", ""),
+                    requires=tuple(plugin.requires),
+                    hooks=hooks,
+                    models=sorted(m._meta.table_name for m in models.get(name, [])),
+                    routes=[f"{API_PREFIX}{p}" for p, o in self.route_owner.items() if o == name],
+                )
+            )
+        return infos
+
+    # -- auth ------------------------------------------------------------------------------
+
+    def _collect_schemes(self) -> dict[str, list[AuthScheme]]:
+        found: list[AuthScheme] = []
+        for _plugin, schemes in self._per_plugin("gateway_auth_schemes", gateway=self):
+            found.extend(schemes)
+        order = self.config["FLOWORK_AUTH_SCHEMES"]
+        names = [s.name for s in found]
+        unknown = [n for n in order if n not in names]
+        if unknown:
+            raise ConfigError(
+                f"FLOWORK_AUTH_SCHEMES names unknown scheme(s) {unknown}; available: {names}"
+            )
+        if order:
+            found.sort(key=lambda s: order.index(s.name) if s.name in order else len(order))
+        by_kind: dict[str, list[AuthScheme]] = {}
+        for scheme in found:
+            if scheme.kind not in PRINCIPAL_KINDS or scheme.kind == "public":
+                raise PluginError(f"auth scheme {scheme.name!r} has invalid kind {scheme.kind!r}")
+            by_kind.setdefault(scheme.kind, []).append(scheme)
+        return by_kind
+
+    def authenticate(self, req: falcon.Request, kind: str) -> Principal | None:
+        """The principal of ``kind`` for this request, or a 401/503 error. ``public`` → None.
+
+        Schemes run in configured order; a present-but-wrong credential stops the search.
+        """
+        if kind == "public":
+            return None
+        schemes = self.schemes[kind]
+        for scheme in schemes:
+            principal = scheme.authenticate(req)
+            if principal is not None:
+                self.hook.gateway_authorize(gateway=self, principal=principal, req=req)
+                req.context.principal = principal
+                return principal
+        raise schemes[0].missing()
+
+    # -- accounts --------------------------------------------------------------------------
+
+    def ensure_account(self, address: str) -> Account:
+        defaults = self.hook.gateway_account_defaults(address=address) or {}
+        return ensure_account(address, defaults)
+
+    def find_account(self, identifier: str) -> Account | None:
+        """An account by any identifier a scheme understands, else by username."""
+        account = self.hook.gateway_resolve_account(gateway=self, identifier=identifier)
+        if account is not None:
+            return account
+        return find_by_username(identifier)
+
+    def user_permissions(self, account: Account) -> list[str]:
+        merged: list[str] = []
+        for perms in self.hook.gateway_user_permissions(gateway=self, account=account):
+            merged.extend(p for p in perms if p not in merged)
+        return merged
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _build_app(self) -> falcon.App:
+        middleware: list[object] = [KernelMiddleware(self)]
+        for _plugin, items in self._per_plugin("gateway_middleware", gateway=self):
+            middleware.extend(items)
+        app = falcon.App(middleware=middleware)
+        app.req_options.auto_parse_form_urlencoded = False
+        app.set_error_serializer(serialize_error)
+        app.add_error_handler(Exception, handle_unexpected)
+        app.add_error_handler(DATABASE_DOWN_ERRORS, _database_down)
+
+        routes: list[tuple[str, Route]] = [(KERNEL, Route("/system/health", HealthResource(self), "public"))]
+        for plugin, items in self._per_plugin("gateway_routes", gateway=self):
+            routes.extend((plugin, r) for r in items)
+        for plugin, route in routes:
+            self._add_route(app, plugin, route)
+        for plugin, sinks in self._per_plugin("gateway_sinks", gateway=self):
+            for sink in sinks:
+                self._add_sink(app, plugin, sink)
+        return app
+
+    def _add_route(self, app: falcon.App, plugin: str, route: Route) -> None:
+        shape = _FIELD.sub("{}", route.path.rstrip("/") or "/")
+        owner = self._shapes.get(shape)
+        if owner is not None:
+            raise PluginError(
+                f"route clash: {API_PREFIX}{route.path} is registered by both plugin "
+                f"{owner!r} and plugin {plugin!r}"
+            )
+        for kind in _route_kinds(route):
+            if kind not in PRINCIPAL_KINDS:
+                raise PluginError(f"plugin {plugin!r}: route {route.path} has unknown auth {kind!r}")
+            if kind != "public" and kind not in self.schemes:
+                raise PluginError(
+                    f"plugin {plugin!r}: route {route.path} needs {kind!r} principals but no "
+                    f"enabled plugin supplies a {kind!r} auth scheme"
+                )
+        self._shapes[shape] = plugin
+        self.route_owner[route.path] = plugin
+        self.routes.append((plugin, route))
+        served = {m for m in falcon.COMBINED_METHODS if hasattr(route.resource, f"on_{m.lower()}")}
+        _RouteAuth.attach(route.resource, route, served)
+        app.add_route(API_PREFIX + route.path, route.resource)
+
+    def _add_sink(self, app: falcon.App, plugin: str, sink: Sink) -> None:
+        if sink.auth != "public" and sink.auth not in self.schemes:
+            raise PluginError(
+                f"plugin {plugin!r}: sink {sink.prefix} needs {sink.auth!r} principals but no "
+                f"enabled plugin supplies that auth scheme"
+            )
+        prefix = (API_PREFIX + sink.prefix).rstrip("/")
+        pattern = re.compile("^" + re.escape(prefix) + r"(?P<path>/.*)?$")
+        gateway = self
+
+        def responder(req: falcon.Request, resp: falcon.Response, path: str | None = None) -> None:
+            gateway.authenticate(req, sink.auth)
+            sink.handler(req, resp, (sink.prefix.rstrip("/") + (path or "")) or "/")
+
+        self.sinks.append((plugin, sink))
+        app.add_sink(responder, pattern)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Call the startup hooks once (after migrations)."""
+        if not self._started:
+            token = activate(self.db)
+            try:
+                self.hook.gateway_startup(gateway=self)
+            finally:
+                deactivate(token)
+            self._started = True
+
+    def close(self) -> None:
+        try:
+            self.hook.gateway_shutdown(gateway=self)
+        finally:
+            if not self.db.is_closed():
+                self.db.close()
+            close_all = getattr(self.db, "close_all", None)
+            if close_all:
+                close_all()
+
+    def activate(self) -> Any:
+        """Route model queries in this context to this gateway's database."""
+        return activate(self.db)
+
+    def release_db(self) -> None:
+        """Give back the request's pooled connection early (before a slow upstream call)."""
+        release_connection(self.db)
+
+    def __call__(self, environ: dict, start_response: Any) -> Iterable[bytes]:
+        token = activate(self.db)
+        try:
+            return self.app(environ, start_response)
+        finally:
+            deactivate(token)
+
+
+def _route_kinds(route: Route) -> set[str]:
+    return {route.auth} if isinstance(route.auth, str) else set(route.auth.values())
+
+
+class _RouteAuth:
+    """Per-resource auth table, attached once at start-up (no per-request work).
+
+    Keyed by resource object: give each route its own resource instance."""
+
+    ATTR = "__flowork_route_auth__"
+
+    @classmethod
+    def attach(cls, resource: object, route: Route, served: set[str]) -> None:
+        table = getattr(resource, cls.ATTR, None)
+        if table is not None:
+            raise PluginError(f"route {route.path}: resource object is already routed elsewhere")
+        if table is None:
+            table = {}
+            try:
+                setattr(resource, cls.ATTR, table)
+            except AttributeError:
+                raise PluginError(f"route {route.path}: resource must allow attributes") from None
+        for method in served:
+            table[method] = route.auth_for(method)
+
+    @classmethod
+    def kind(cls, resource: object, method: str) -> str | None:
+        table = getattr(resource, cls.ATTR, None)
+        return None if table is None else table.get(method)
+
+
+def _database_down(req: falcon.Request, resp: falcon.Response, ex: Exception, params: Any) -> None:
+    req.context.db_broken = True
+    log.warning("database unavailable (request_id=%s): %s", getattr(req.context, "request_id", "-"), ex)
+    raise GatewayError(503, "database_unavailable", "Database unavailable, retry shortly",
+                       {"Retry-After": "1"})
+
+
+class KernelMiddleware:
+    """Request id, CORS, auth dispatch for routes, and connection release."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        origins = gateway.config["FLOWORK_CORS_ORIGINS"]
+        self.any_origin = "*" in origins
+        self.origins = frozenset(origins)
+        headers = {"Content-Type", "X-Request-ID"}
+        for schemes in gateway.schemes.values():
+            for scheme in schemes:
+                headers.update(scheme.headers)
+        for extra in gateway.hook.gateway_cors_headers():
+            headers.update(extra)
+        self.allow_headers = ", ".join(sorted(headers))
+        self.allow_methods = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+        self.max_body = gateway.max_body
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        request_id = req.get_header("X-Request-ID")
+        if not request_id or not _REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
+        req.context.request_id = request_id
+        req.context.max_body = self.max_body
+        req.context.principal = None
+        resp.set_header("X-Request-ID", request_id)
+        origin = req.get_header("Origin")
+        if self.any_origin:
+            resp.set_header("Access-Control-Allow-Origin", "*")
+        elif origin and origin in self.origins:
+            resp.set_header("Access-Control-Allow-Origin", origin)
+            resp.append_header("Vary", "Origin")
+        if req.method == "OPTIONS":
+            # Preflights never need auth and never reach a plugin (or an engine).
+            resp.set_header("Access-Control-Allow-Methods", self.allow_methods)
+            resp.set_header("Access-Control-Allow-Headers", self.allow_headers)
+            resp.set_header("Access-Control-Max-Age", "600")
+            resp.status = falcon.HTTP_204
+            resp.complete = True
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         params: dict) -> None:
+        if resource is None:  # sinks authenticate themselves
+            return
+        kind = _RouteAuth.kind(resource, req.method)
+        if kind is None:  # method not served here: Falcon answers 405
+            return
+        self.gateway.authenticate(req, kind)
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
+                         req_succeeded: bool) -> None:
+        release_connection(self.gateway.db, broken=getattr(req.context, "db_broken", False))
+
+
+class HealthResource:
+    """GET /system/health: is the database answering?"""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        try:
+            self.gateway.db.execute_sql("SELECT 1").fetchone()
+        except DATABASE_DOWN_ERRORS + (peewee.DatabaseError,):
+            req.context.db_broken = True
+            send_json(resp, {"status": "unhealthy", "database": "disconnected"}, 503)
+            return
+        send_json(resp, {"status": "healthy", "database": "connected"})
+
+    on_head = on_get
+
+
+def create_gateway(
+    environ: Mapping[str, str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+    extra_plugins: Sequence[GatewayPlugin] = (),
+) -> Gateway:
+    """Build a gateway: settings from ``settings`` > ``environ`` (default ``os.environ``) >
+    TOML file; plugins named by ``FLOWORK_PLUGINS`` loaded from entry points, plus
+    ``extra_plugins`` objects (for tests and embedding)."""
+    config = Config(environ, settings)
+    config.declare(KERNEL, KERNEL_SETTINGS)
+    names = expand_plugin_names(config["FLOWORK_PLUGINS"])
+    extra_names = {p.name for p in extra_plugins}
+    plugins = load_plugins([n for n in names if n not in extra_names])
+    for plugin, name in zip(plugins, [n for n in names if n not in extra_names], strict=True):
+        if plugin.name != name:
+            raise PluginError(f"entry point {name!r} loads a plugin named {plugin.name!r}")
+    return Gateway(config, [*plugins, *extra_plugins])

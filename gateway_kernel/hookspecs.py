@@ -1,0 +1,222 @@
+"""Every hook of the Flowork Gateway, in one file, grouped by lifecycle.
+
+Plugins implement these with ``@gateway_kernel.hookimpl``. Unless a docstring says
+*firstresult*, pluggy calls every implementation and returns the list of their non-None
+results. A misspelt hook implementation (a ``gateway_*`` or ``flowork_*`` method marked
+``@hookimpl`` that matches no spec here) fails at start-up (``pm.check_pending()``).
+
+Hooks prefixed ``gateway_`` are called by the kernel. Hooks prefixed ``flowork_`` are the
+contract between the bundled product plugins (engines, sharing, proxy, auth): the kernel never
+calls them; they are specified here so that each side can be replaced without touching the
+other. ``tests/test_hookspecs.py`` fails when a hook here is undocumented or never implemented.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import pluggy
+
+from .api import PROJECT
+
+if TYPE_CHECKING:
+    import falcon
+    import peewee
+
+    from .accounts import Account
+    from .api import AuthScheme, Command, Principal, Route, Sink
+    from .app import Gateway
+    from .db import Migration
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+# --- lifecycle --------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_configure(gateway: Gateway) -> None:
+    """Settings are resolved (``gateway.config``); prepare plugin state from them.
+
+    Called once per gateway, in plugin load order, before models, routes and schemes are
+    collected. Raise :class:`~gateway_kernel.config.ConfigError` for an invalid combination.
+    """
+
+
+@hookspec
+def gateway_startup(gateway: Gateway) -> None:
+    """The app is wired and the database migrated; start background work here."""
+
+
+@hookspec
+def gateway_shutdown(gateway: Gateway) -> None:
+    """The gateway is closing: stop background work, close clients. Must not raise."""
+
+
+# --- schema -------------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_models() -> list[type[peewee.Model]]:
+    """The peewee models this plugin owns (subclasses of ``gateway_kernel.BaseModel``).
+
+    Used for listings (``flowork-gateway plugins``) and by test fixtures; tables are created
+    by migrations, not from this list.
+    """
+
+
+@hookspec
+def gateway_migrations() -> list[Migration]:
+    """This plugin's schema migrations, oldest first.
+
+    Each is applied once, recorded under (plugin name, migration name) in the history table.
+    Plugins are migrated in dependency order (a plugin after those it ``requires``).
+    Never rename or drop a migration that has shipped; append a new one.
+    """
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_routes(gateway: Gateway) -> list[Route]:
+    """Routes this plugin owns. The kernel records the owner of every path template and
+    refuses a second plugin registering the same one (naming both)."""
+
+
+@hookspec
+def gateway_sinks(gateway: Gateway) -> list[Sink]:
+    """Catch-alls for paths that no route owns (the authenticated proxy is one)."""
+
+
+@hookspec
+def gateway_middleware(gateway: Gateway) -> list[object]:
+    """Falcon middleware objects, added after the kernel's own (request id, CORS, auth)."""
+
+
+@hookspec
+def gateway_cors_headers() -> list[str]:
+    """Extra request header names browsers may send (beyond the auth schemes' own)."""
+
+
+@hookspec
+def gateway_openapi(gateway: Gateway) -> dict[str, Any]:
+    """This plugin's part of the OpenAPI document: ``{"paths": {...}, "components": {...}}``.
+
+    Paths are relative to the API prefix. The kernel merges every enabled plugin's part.
+    """
+
+
+# --- auth -------------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_auth_schemes(gateway: Gateway) -> list[AuthScheme]:
+    """Auth schemes this plugin supplies. Order: ``FLOWORK_AUTH_SCHEMES`` if set, else plugin
+    load order. Routes never name a scheme, only a principal kind."""
+
+
+@hookspec
+def gateway_authorize(gateway: Gateway, principal: Principal, req: falcon.Request) -> None:
+    """Veto: called after a principal was established for a route. Raise a
+    ``GatewayError`` to refuse the request; return None to let it pass."""
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def gateway_account_defaults(address: str) -> dict[str, Any] | None:
+    """*firstresult*. Column values for a new account with canonical ``address``
+    (``public_address``, ``username``, ``email``, ``tier``)."""
+
+
+@hookspec(firstresult=True)
+def gateway_resolve_account(gateway: Gateway, identifier: str) -> Account | None:
+    """*firstresult*. Turn a user-supplied identifier (an address, say) into an account,
+    creating it if the scheme allows; None if the identifier is not of this scheme's form.
+    Raise a 400 ``GatewayError`` for a malformed one. The kernel falls back to username."""
+
+
+@hookspec
+def gateway_user_permissions(gateway: Gateway, account: Account) -> list[str]:
+    """Permission names for ``account``; all implementations' lists are merged in order."""
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+@hookspec
+def gateway_commands() -> list[Command]:
+    """Extra ``flowork-gateway`` sub-commands."""
+
+
+# --- Flowork contract: engines, sharing, proxy ------------------------------------------------
+
+
+class EngineIdentity(NamedTuple):
+    """An engine as seen by the engine-token scheme."""
+
+    engine_id: str
+    owner_account_id: int
+
+
+class EngineTarget(NamedTuple):
+    """Where a proxied request goes: the engine and its base URL (``None`` when offline)."""
+
+    engine_id: str
+    url: str | None
+    online: bool
+    #: True when the URL came from operator configuration (trusted), not a heartbeat.
+    static: bool = False
+
+
+class EngineGuest(NamedTuple):
+    """A user an engine is shared with, and the share's role."""
+
+    account: Account
+    role: str
+
+
+@hookspec(firstresult=True)
+def flowork_engine_by_token_digest(digest: str) -> EngineIdentity | None:
+    """*firstresult*. The engine whose token has this hex SHA-256 digest, or None.
+    Must be an indexed lookup (O(1) in the number of engines)."""
+
+
+@hookspec
+def flowork_engine_guests(engine_id: str) -> list[EngineGuest]:
+    """Users, other than the owner, who may use ``engine_id`` (sharing contributes these)."""
+
+
+@hookspec(firstresult=True)
+def flowork_engine_guest_role(engine_id: str, account_id: int) -> str | None:
+    """*firstresult*. The role of ``account_id`` on someone else's ``engine_id``, or None."""
+
+
+@hookspec
+def flowork_engines_shared_with(account_id: int) -> list[str]:
+    """Ids of engines other users shared with ``account_id``."""
+
+
+@hookspec(firstresult=True)
+def flowork_resolve_engine(
+    gateway: Gateway, principal: Principal, engine_id: str | None
+) -> EngineTarget | None:
+    """*firstresult*. The engine a user principal's proxied request goes to: ``engine_id`` if
+    given (owned or shared, else raise 404), else the principal's most recently seen online
+    engine. Raise ``GatewayError`` 404/503 as API.md says; None means no resolver answered."""
+
+
+@hookspec
+def flowork_proxy_request(
+    gateway: Gateway,
+    principal: Principal | None,
+    target: EngineTarget,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+) -> None:
+    """Called for each request the proxy is about to forward. ``headers`` (lowercase names)
+    may be changed in place; raise ``GatewayError`` to refuse the request."""
+

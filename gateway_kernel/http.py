@@ -1,0 +1,95 @@
+"""Small request/response helpers every plugin uses: bounded JSON bodies, ids, JSON answers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+import falcon
+
+from .errors import GatewayError, bad_request, not_found
+
+DEFAULT_MAX_BODY = 1024 * 1024
+
+
+def body_too_large(limit: int) -> GatewayError:
+    return GatewayError(413, "body_too_large", f"Request body exceeds {limit} bytes")
+
+
+def read_body(req: falcon.Request, limit: int) -> bytes:
+    """The raw body, refusing more than ``limit`` bytes (declared or actually sent)."""
+    length = req.content_length
+    if length is not None and length > limit:
+        raise body_too_large(limit)
+    data = req.bounded_stream.read(limit + 1)
+    if len(data) > limit:
+        raise body_too_large(limit)
+    return data
+
+
+_MISSING = object()
+
+
+def read_json(req: falcon.Request, limit: int | None = None, default: Any = _MISSING) -> Any:
+    """The JSON body, parsed; 400 ``invalid_body`` for bad JSON, 413 over ``limit``.
+
+    ``limit`` defaults to the gateway's ``FLOWORK_MAX_BODY_BYTES``. An empty body gives
+    ``default`` if one was passed, else 400.
+    """
+    if limit is None:
+        limit = getattr(req.context, "max_body", DEFAULT_MAX_BODY)
+    raw = read_body(req, limit)
+    if not raw.strip():
+        if default is not _MISSING:
+            return default
+        raise bad_request("Request body must be JSON")
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise bad_request("Request body is not valid JSON") from None
+
+
+def read_json_object(req: falcon.Request, limit: int | None = None) -> dict[str, Any]:
+    """The JSON body, which must be an object (an empty body counts as ``{}``)."""
+    body = read_json(req, limit, default={})
+    if not isinstance(body, dict):
+        raise bad_request("Request body must be a JSON object")
+    return body
+
+
+def require_str(body: dict[str, Any], key: str, *, min_len: int = 1, max_len: int = 1000,
+                strip: bool = True) -> str:
+    """``body[key]`` as a string of bounded length, else 400 ``invalid_body``."""
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise bad_request(f"'{key}' is required and must be a string")
+    if strip:
+        value = value.strip()
+    if not min_len <= len(value) <= max_len:
+        raise bad_request(f"'{key}' must be {min_len} to {max_len} characters")
+    return value
+
+
+def parse_uuid(value: str) -> str:
+    """A canonical UUID string; a malformed path id is 404 ``not_found`` (API.md)."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, TypeError, AttributeError):
+        raise not_found() from None
+
+
+def isoformat(value: dt.datetime | None) -> str | None:
+    """ISO-8601 with an explicit UTC offset, for naive-UTC datetimes from the database."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def send_json(resp: falcon.Response, data: Any, status: int = 200) -> None:
+    resp.status = status
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json.dumps(data, separators=(",", ":")).encode()

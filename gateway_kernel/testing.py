@@ -1,0 +1,171 @@
+"""pytest fixtures for gateway and plugin tests (loaded through the ``pytest11`` entry point).
+
+- ``make_gateway(plugins="bundled", settings=None, extra_plugins=())``: a migrated, started
+  gateway on a throwaway database; closed after the test.
+- ``gateway`` / ``client``: the bundled gateway and a ``falcon.testing.TestClient`` for it.
+- ``make_postgres_database()``: a fresh PostgreSQL database URL, dropped after the test.
+
+Set ``FLOWORK_TEST_POSTGRES_URL`` (e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``)
+to run every gateway of the test suite on PostgreSQL: one database is created for the test
+session and every gateway gets its own schema in it; both are dropped afterwards. Without it,
+each gateway gets its own SQLite file under pytest's ``tmp_path``.
+
+Fixtures never read the process environment for gateway settings: what a test passes in
+``settings`` is all the gateway sees.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlparse, urlunparse
+
+import falcon.testing
+import pytest
+
+from .api import GatewayPlugin
+from .app import Gateway, create_gateway
+
+POSTGRES_ENV = "FLOWORK_TEST_POSTGRES_URL"
+SERVICE_SECRET = "test-service-secret-" + "x" * 16
+
+
+def postgres_admin_url() -> str | None:
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+def _with_database(url: str, name: str, query: str = "") -> str:
+    parsed = urlparse(url)
+    return urlunparse(parsed._replace(path="/" + name, query=query))
+
+
+def _admin_execute(admin_url: str, sql: str) -> None:
+    import psycopg2
+
+    parsed = urlparse(admin_url)
+    conn = psycopg2.connect(
+        dbname=parsed.path.lstrip("/") or "postgres",
+        user=parsed.username or "postgres",
+        password=parsed.password,
+        host=parsed.hostname or "127.0.0.1",
+        port=parsed.port or 5432,
+    )
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def create_postgres_database(admin_url: str) -> tuple[str, Callable[[], None]]:
+    """Create a uniquely named database; return its URL and a function dropping it."""
+    name = f"flowork_test_{os.getpid()}_{secrets.token_hex(4)}"
+    _admin_execute(admin_url, f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        _admin_execute(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return _with_database(admin_url, name), drop
+
+
+@pytest.fixture(scope="session")
+def _flowork_postgres_session_db() -> Iterator[str | None]:
+    admin = postgres_admin_url()
+    if not admin:
+        yield None
+        return
+    url, drop = create_postgres_database(admin)
+    try:
+        yield url
+    finally:
+        drop()
+
+
+@pytest.fixture
+def make_postgres_database() -> Iterator[Callable[[], str]]:
+    """Factory for fresh PostgreSQL databases (skips the test without PostgreSQL)."""
+    admin = postgres_admin_url()
+    if not admin:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV}")
+    drops: list[Callable[[], None]] = []
+
+    def make() -> str:
+        url, drop = create_postgres_database(admin)
+        drops.append(drop)
+        return url
+
+    yield make
+    for drop in drops:
+        drop()
+
+
+@pytest.fixture
+def gateway_database_url(tmp_path, _flowork_postgres_session_db) -> Iterator[str]:  # noqa: ANN001
+    """A throwaway database for one test: a PostgreSQL schema, or an SQLite file."""
+    pg = _flowork_postgres_session_db
+    if pg is None:
+        yield f"sqlite:///{(tmp_path / 'gateway.db').as_posix()}"
+        return
+    schema = f"t_{secrets.token_hex(6)}"
+    _admin_execute(pg, f'CREATE SCHEMA "{schema}"')
+    try:
+        yield _with_database(pg, urlparse(pg).path.lstrip("/"), f"options=-csearch_path%3D{schema}")
+    finally:
+        _admin_execute(pg, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+GatewayFactory = Callable[..., Gateway]
+
+
+@pytest.fixture
+def make_gateway(gateway_database_url: str) -> Iterator[GatewayFactory]:
+    """Build gateways: ``make_gateway(plugins="bundled", settings={...}, extra_plugins=[...])``.
+
+    ``plugins`` is a FLOWORK_PLUGINS value (string or list). Every gateway a test builds
+    shares the test's database unless ``settings`` names another ``DATABASE_URL``, so two
+    calls give two instances on one database. ``GATEWAY_SECRET_TOKEN`` defaults to
+    ``SERVICE_SECRET`` in tests.
+    """
+    built: list[Gateway] = []
+
+    def make(
+        plugins: str | Sequence[str] = "bundled",
+        settings: Mapping[str, Any] | None = None,
+        extra_plugins: Sequence[GatewayPlugin] = (),
+    ) -> Gateway:
+        merged: dict[str, Any] = {
+            "DATABASE_URL": gateway_database_url,
+            "FLOWORK_PLUGINS": plugins if isinstance(plugins, str) else ",".join(plugins),
+            "GATEWAY_SECRET_TOKEN": SERVICE_SECRET,
+        }
+        merged.update(settings or {})
+        gateway = create_gateway(environ={}, settings=merged, extra_plugins=extra_plugins)
+        built.append(gateway)
+        gateway.migrate()
+        gateway.start()
+        return gateway
+
+    yield make
+    for gateway in reversed(built):
+        gateway.close()
+
+
+@pytest.fixture
+def gateway(make_gateway: GatewayFactory) -> Gateway:
+    """The gateway with the bundled plugins, default settings, and a service secret."""
+    return make_gateway()
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> falcon.testing.TestClient:
+    """A Falcon test client for ``gateway``."""
+    return falcon.testing.TestClient(gateway)
+
+
+@pytest.fixture
+def service_headers() -> dict[str, str]:
+    """Headers of the internal service principal in fixture-built gateways."""
+    return {"X-API-Key": SERVICE_SECRET}

@@ -1,0 +1,5 @@
+"""auth_crypto: the ``user`` principal from Ethereum (EIP-191) signatures."""
+
+from .plugin import AuthCryptoPlugin
+
+__all__ = ["AuthCryptoPlugin"]

@@ -1,0 +1,5 @@
+"""auth_internal: the ``engine`` (X-Engine-Token) and ``service`` (X-API-Key) principals."""
+
+from .plugin import AuthInternalPlugin
+
+__all__ = ["AuthInternalPlugin"]

@@ -1,0 +1,5 @@
+"""sharing: engine shares and workflow share links."""
+
+from .plugin import SharingPlugin
+
+__all__ = ["SharingPlugin"]
