@@ -70,9 +70,11 @@ class PluginInfo:
 
 
 def expand_plugin_names(names: Iterable[str]) -> list[str]:
-    """``bundled`` → the five bundled plugins; duplicates dropped, order kept."""
+    """``bundled`` → the five bundled plugins; ``none`` → nothing; duplicates dropped."""
     result: list[str] = []
     for name in names:
+        if name == "none":
+            continue
         for item in BUNDLED if name == "bundled" else (name,):
             if item not in result:
                 result.append(item)
@@ -92,7 +94,7 @@ def load_plugins(names: Sequence[str]) -> list[GatewayPlugin]:
         return []
     failures: list[str] = []
 
-    def on_failure(_manager, entrypoint, exc) -> None:  # noqa: ANN001
+    def on_failure(_manager, entrypoint, exc) -> None:
         failures.append(f"plugin {entrypoint.name!r} failed to load: {exc!r}")
 
     try:
@@ -138,7 +140,8 @@ class Gateway:
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {exc.plugin_name!r}: {exc}") from None
+            name = getattr(exc.plugin, "name", exc.plugin)
+            raise PluginError(f"plugin {name!r}: {exc}") from None
 
         for plugin in self.plugins.values():
             config.declare(plugin.name, plugin.settings)
@@ -312,7 +315,10 @@ class Gateway:
         app.add_error_handler(Exception, handle_unexpected)
         app.add_error_handler(DATABASE_DOWN_ERRORS, _database_down)
 
-        routes: list[tuple[str, Route]] = [(KERNEL, Route("/system/health", HealthResource(self), "public"))]
+        routes: list[tuple[str, Route]] = [
+            (KERNEL, Route("/system/health", HealthResource(self), "public")),
+            (KERNEL, Route("/openapi.json", OpenAPIResource(self), "public")),
+        ]
         for plugin, items in self._per_plugin("gateway_routes", gateway=self):
             routes.extend((plugin, r) for r in items)
         for plugin, route in routes:
@@ -501,13 +507,31 @@ class HealthResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         try:
             self.gateway.db.execute_sql("SELECT 1").fetchone()
-        except DATABASE_DOWN_ERRORS + (peewee.DatabaseError,):
+        except (*DATABASE_DOWN_ERRORS, peewee.DatabaseError):
             req.context.db_broken = True
             send_json(resp, {"status": "unhealthy", "database": "disconnected"}, 503)
             return
         send_json(resp, {"status": "healthy", "database": "connected"})
 
     on_head = on_get
+
+
+class OpenAPIResource:
+    """GET /openapi.json: the document merged from the enabled plugins (built once)."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._body: bytes | None = None
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if self._body is None:
+            import json
+
+            from .openapi import build_document
+
+            self._body = json.dumps(build_document(self.gateway)).encode()
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = self._body
 
 
 def create_gateway(

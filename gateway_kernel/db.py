@@ -54,13 +54,13 @@ class RoutedDatabaseProxy(peewee.DatabaseProxy):
             raise peewee.InterfaceError("no gateway database is active")
         return db
 
-    def __getattr__(self, attr: str):  # noqa: ANN204
+    def __getattr__(self, attr: str):
         return getattr(self._target(), attr)
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self):
         return self._target().__enter__()
 
-    def __exit__(self, *exc):  # noqa: ANN002, ANN204
+    def __exit__(self, *exc):
         return self._target().__exit__(*exc)
 
 
@@ -128,7 +128,7 @@ def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0) -> 
     if scheme in ("postgres", "postgresql", "postgresext", "postgresqlext"):
         url = url.replace(parsed.scheme + "://", "postgresql+pool://", 1)
     elif scheme in ("cockroachdb", "crdb"):
-        import playhouse.cockroachdb  # noqa: F401 - registers the crdb schemes
+        import playhouse.cockroachdb
 
         url = url.replace(parsed.scheme + "://", "cockroachdb+pool://", 1)
     elif scheme.endswith("+pool"):

@@ -50,7 +50,7 @@ class GatewayError(falcon.HTTPError):
         self.code = code
         self.message = message
 
-    def to_dict(self, obj_type=dict):  # noqa: ANN001 - Falcon's signature
+    def to_dict(self, obj_type=dict):
         return obj_type(error=self.message, code=self.code)
 
 
@@ -95,7 +95,7 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HT
     resp.append_header("Vary", "Accept")
 
 
-def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params) -> None:  # noqa: ANN001
+def handle_unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception, params) -> None:
     """Last-resort handler: log with the request id, answer an opaque 500."""
     if isinstance(ex, falcon.HTTPError):  # Falcon routes these here only if re-raised
         raise ex

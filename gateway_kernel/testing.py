@@ -103,7 +103,7 @@ def make_postgres_database() -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture
-def gateway_database_url(tmp_path, _flowork_postgres_session_db) -> Iterator[str]:  # noqa: ANN001
+def gateway_database_url(tmp_path, _flowork_postgres_session_db) -> Iterator[str]:
     """A throwaway database for one test: a PostgreSQL schema, or an SQLite file."""
     pg = _flowork_postgres_session_db
     if pg is None:
