@@ -1,4 +1,28 @@
-from gateway_kernel import GatewayPlugin
+"""The sharing plugin: engine shares (with roles) and workflow share links."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway_kernel import Gateway, GatewayPlugin, Route, Setting, hookimpl
+from gateway_kernel.config import as_str
+from gateway_kernel.hookspecs import EngineGuest
+
+from . import engine_shares as es
+from . import workflow_links as wl
+from .models import MIGRATIONS, MODELS
+from .openapi import openapi_part
+
+DEFAULT_SHARE_BASE_URL = "https://flowork.cloud/shared"
+#: Used when the engines plugin does not declare FLOWORK_ENGINE_ONLINE_S (its default).
+DEFAULT_ONLINE_S = 120
+
+
+def parse_base_url(value: Any) -> str:
+    url = as_str(value).rstrip("/")
+    if not url.startswith(("https://", "http://")):
+        raise ValueError("must be an http(s) URL")
+    return url
 
 
 class SharingPlugin(GatewayPlugin):
@@ -6,3 +30,65 @@ class SharingPlugin(GatewayPlugin):
     version = "0.1.0"
     requires = ("engines",)
     description = "Engine shares and workflow share links"
+    settings = (
+        Setting("FLOWORK_SHARE_BASE_URL", parse_base_url, DEFAULT_SHARE_BASE_URL,
+                "base of share_url in workflow share links"),
+    )
+
+    def __init__(self) -> None:
+        self.share_base_url = DEFAULT_SHARE_BASE_URL
+        self.online_s = DEFAULT_ONLINE_S
+
+    @hookimpl
+    def gateway_configure(self, gateway: Gateway) -> None:
+        self.share_base_url = gateway.config["FLOWORK_SHARE_BASE_URL"]
+        # The engines plugin owns the online window; read it, do not redefine it.
+        self.online_s = gateway.config.get("FLOWORK_ENGINE_ONLINE_S", DEFAULT_ONLINE_S)
+
+    @hookimpl
+    def gateway_models(self) -> list:
+        return list(MODELS)
+
+    @hookimpl
+    def gateway_migrations(self) -> list:
+        return list(MIGRATIONS)
+
+    @hookimpl
+    def gateway_routes(self, gateway: Gateway) -> list[Route]:
+        return [
+            Route("/engines/{engine_id}/shares",
+                  es.EngineSharesResource(gateway, "share_with_identifier"), "user"),
+            Route("/engines/{engine_id}/shares/{shared_user_id}", es.DeleteShareResource(), "user"),
+            Route("/user/shared-engines", es.SharedEnginesResource(self.online_s), "user"),
+            # Compatibility aliases used by the current Flowork GUI (API.md).
+            Route("/user/engines/{engine_id}/shares", es.ListSharesResource(), "user"),
+            Route("/user/engines/{engine_id}/share",
+                  es.CreateShareResource(gateway, "user_id"), "user"),
+            Route("/user/engines/{engine_id}/shares/{shared_user_id}",
+                  es.DeleteShareResource(), "user"),
+            Route("/user/engines/{engine_id}/shares/delete", es.DeleteShareByBodyResource(),
+                  "user"),
+            # Workflow share links.
+            Route("/workflows/{preset_name}/shares",
+                  wl.WorkflowLinksResource(gateway, self.share_base_url), "user"),
+            Route("/workflow-shares/{share_id}", wl.WorkflowLinkResource(), "user"),
+            Route("/workflow-shares/resolve/{share_token}", wl.ResolveLinkResource(), "public"),
+        ]
+
+    @hookimpl
+    def gateway_openapi(self, gateway: Gateway) -> dict[str, Any]:
+        return openapi_part()
+
+    # -- Flowork contract: guests for get-engine-auth-info and the proxy decision ----------
+
+    @hookimpl
+    def flowork_engine_guests(self, engine_id: str) -> list[EngineGuest]:
+        return es.engine_guests(engine_id)
+
+    @hookimpl
+    def flowork_engine_guest_role(self, engine_id: str, account_id: int) -> str | None:
+        return es.engine_guest_role(engine_id, account_id)
+
+    @hookimpl
+    def flowork_engines_shared_with(self, account_id: int) -> list[str]:
+        return es.engines_shared_with(account_id)

@@ -1,0 +1,228 @@
+"""Engine shares: list/create/delete (seed paths and the GUI's compatibility aliases), the
+engines shared with me, and the queries behind the flowork_* contract hooks.
+
+Every route answers 404 ``not_found`` unless the caller owns the engine, so a stranger learns
+nothing about engines that exist.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+import falcon
+import peewee
+from gateway_plugins.engines.models import Engine
+
+from gateway_kernel import Account, utcnow
+from gateway_kernel.errors import bad_request, conflict, not_found
+from gateway_kernel.hookspecs import EngineGuest
+from gateway_kernel.http import isoformat, parse_uuid, read_json_object, require_str, send_json
+
+from .models import EngineShare
+
+if TYPE_CHECKING:
+    from gateway_kernel import Gateway
+
+ROLES = ("reader", "runner", "admin")
+DEFAULT_ROLE = "runner"
+_MAX_IDENTIFIER = 200
+
+
+def _caller(req: falcon.Request) -> Account:
+    return req.context.principal.account
+
+
+def owned_engine(engine_id: str, owner: Account) -> Engine:
+    """The engine ``engine_id`` if ``owner`` owns it; 404 otherwise (malformed ids too)."""
+    engine = Engine.get_or_none((Engine.id == parse_uuid(engine_id)) & (Engine.owner == owner.id))
+    if engine is None:
+        raise not_found("Engine not found")
+    return engine
+
+
+def share_json(share: EngineShare, guest: Account) -> dict[str, Any]:
+    return {
+        "user_id": guest.public_address,
+        "public_address": guest.public_address,
+        "username": guest.username,
+        "email": guest.email,
+        "role": share.role,
+        "shared_at": isoformat(share.created_at),
+    }
+
+
+def list_shares(engine: Engine) -> list[dict[str, Any]]:
+    query = (
+        EngineShare.select(EngineShare, Account)
+        .join(Account)
+        .where(EngineShare.engine == engine.id)
+        .order_by(EngineShare.created_at, EngineShare.id)
+    )
+    return [share_json(share, share.account) for share in query]
+
+
+def parse_role(body: dict[str, Any]) -> str:
+    role = body.get("role")
+    if role is None:
+        return DEFAULT_ROLE
+    if role not in ROLES:
+        raise bad_request(f"'role' must be one of {', '.join(ROLES)}")
+    return role
+
+
+def create_share(gateway: Gateway, engine: Engine, owner: Account, identifier: str,
+                 role: str) -> dict[str, Any]:
+    """Share ``engine`` with the account named by ``identifier``; the POST answer."""
+    guest = gateway.find_account(identifier)  # may create a well-formed, unseen address
+    if guest is None:
+        raise not_found("No user with that username or address", "user_not_found")
+    if guest.id == owner.id:
+        raise bad_request("You cannot share an engine with yourself", "cannot_share_with_self")
+    try:
+        # A savepoint, so the unique violation does not poison an outer transaction
+        # (PostgreSQL) and concurrent duplicates give exactly one success.
+        with gateway.db.atomic():
+            share = EngineShare.create(engine=engine.id, account=guest.id, role=role)
+    except peewee.IntegrityError:
+        raise conflict("The engine is already shared with this user") from None
+    return {
+        "message": f"Engine shared with {guest.username}",
+        "share_id": share.share_id,
+        "shared_with": share_json(share, guest),
+    }
+
+
+def delete_share(engine: Engine, shared_user_id: str) -> None:
+    """Remove the share of ``engine`` with the user whose address is ``shared_user_id``."""
+    value = shared_user_id.strip()
+    if not value or len(value) > _MAX_IDENTIFIER:
+        raise not_found("Share not found")
+    # Addresses arrive in any case (the list shows checksummed ones; stored canonical).
+    share = (
+        EngineShare.select(EngineShare.id)
+        .join(Account)
+        .where(
+            (EngineShare.engine == engine.id)
+            & ((Account.address == value.lower()) | (Account.public_address == value))
+        )
+        .first()
+    )
+    if share is None:
+        raise not_found("Share not found")
+    EngineShare.delete().where(EngineShare.id == share.id).execute()
+
+
+def is_online(last_seen: dt.datetime | None, online_s: int) -> bool:
+    return last_seen is not None and utcnow() - last_seen <= dt.timedelta(seconds=online_s)
+
+
+# -- contract hooks --------------------------------------------------------------------------
+
+
+def engine_guests(engine_id: str) -> list[EngineGuest]:
+    query = (
+        EngineShare.select(EngineShare, Account)
+        .join(Account)
+        .where(EngineShare.engine == engine_id)
+        .order_by(EngineShare.id)
+    )
+    return [EngineGuest(share.account, share.role) for share in query]
+
+
+def engine_guest_role(engine_id: str, account_id: int) -> str | None:
+    share = (
+        EngineShare.select(EngineShare.role)
+        .where((EngineShare.engine == engine_id) & (EngineShare.account == account_id))
+        .first()
+    )
+    return share.role if share is not None else None
+
+
+def engines_shared_with(account_id: int) -> list[str]:
+    query = EngineShare.select(EngineShare.engine).where(EngineShare.account == account_id)
+    return [share.engine_id for share in query]
+
+
+# -- resources -------------------------------------------------------------------------------
+# Each route gets its own instance (kernel rule); the classes only differ in which methods
+# they serve and where the identifier comes from, the rules live in the functions above.
+
+
+class ListSharesResource:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, engine_id: str) -> None:
+        engine = owned_engine(engine_id, _caller(req))
+        send_json(resp, list_shares(engine))
+
+
+class CreateShareResource:
+    """POST: ``identifier_field`` names the body key holding the username or address."""
+
+    def __init__(self, gateway: Gateway, identifier_field: str) -> None:
+        self.gateway = gateway
+        self.identifier_field = identifier_field
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, engine_id: str) -> None:
+        owner = _caller(req)
+        engine = owned_engine(engine_id, owner)
+        body = read_json_object(req)
+        identifier = require_str(body, self.identifier_field, max_len=_MAX_IDENTIFIER)
+        role = parse_role(body)
+        send_json(resp, create_share(self.gateway, engine, owner, identifier, role), 201)
+
+
+class EngineSharesResource(ListSharesResource, CreateShareResource):
+    """GET and POST /engines/{engine_id}/shares."""
+
+
+class DeleteShareResource:
+    """DELETE …/shares/{shared_user_id}."""
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, engine_id: str,
+                  shared_user_id: str) -> None:
+        engine = owned_engine(engine_id, _caller(req))
+        delete_share(engine, shared_user_id)
+        send_json(resp, {"message": "Share removed"})
+
+
+class DeleteShareByBodyResource:
+    """POST /user/engines/{engine_id}/shares/delete with ``{"user_id"}`` (GUI alias)."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, engine_id: str) -> None:
+        engine = owned_engine(engine_id, _caller(req))
+        body = read_json_object(req)
+        delete_share(engine, require_str(body, "user_id", max_len=_MAX_IDENTIFIER))
+        send_json(resp, {"message": "Share removed"})
+
+
+class SharedEnginesResource:
+    """GET /user/shared-engines: engines other users shared with the caller."""
+
+    def __init__(self, online_s: int) -> None:
+        self.online_s = online_s
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        owner_alias = Account.alias()
+        query = (
+            EngineShare.select(EngineShare, Engine, owner_alias)
+            .join(Engine)
+            .join(owner_alias, on=(Engine.owner == owner_alias.id))
+            .where(EngineShare.account == _caller(req).id)
+            .order_by(peewee.fn.LOWER(Engine.name), Engine.id)
+        )
+        result = []
+        for share in query:
+            engine = share.engine
+            owner = engine.owner
+            result.append({
+                "id": engine.id,
+                "name": engine.name,
+                "status": "online" if is_online(engine.last_seen, self.online_s) else "offline",
+                "last_seen": isoformat(engine.last_seen),
+                "owner": {
+                    "user_id": owner.public_address,
+                    "username": owner.username,
+                    "public_address": owner.public_address,
+                },
+            })
+        send_json(resp, result)
