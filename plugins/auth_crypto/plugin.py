@@ -1,7 +1,374 @@
-from gateway_kernel import GatewayPlugin
+"""auth_crypto: the ``user`` principal from Ethereum signatures, and the /auth/* routes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import falcon
+import peewee
+
+from gateway_kernel import (
+    Account,
+    AuthScheme,
+    GatewayError,
+    GatewayPlugin,
+    Principal,
+    Route,
+    Setting,
+    hookimpl,
+    utcnow,
+)
+from gateway_kernel.config import as_int, as_list, as_str
+from gateway_kernel.errors import bad_request, unauthorized
+from gateway_kernel.http import isoformat, send_json
+from gateway_kernel.openapi import error, json_response, op, ref
+
+from . import messages
+from .cache import ExpiringCache
+from .messages import MessageError, Policy
+from .models import MIGRATIONS, Revocation
+from .verify import (
+    InvalidSignature,
+    is_acceptable_case,
+    is_address,
+    parse_signature,
+    recover_address,
+    to_checksum_address,
+)
+
+if TYPE_CHECKING:
+    from gateway_kernel import Gateway
+
+#: Permissions every user has unless another plugin's hook adds more.
+DEFAULT_PERMISSIONS: tuple[str, ...] = (
+    "engines:read",
+    "engines:write",
+    "engines:share",
+    "workflows:share",
+    "state:read",
+    "state:write",
+)
+
+#: How many verified (address, message, signature) triples one instance remembers.
+VERIFIED_CACHE_SIZE = 20_000
+#: How many accounts (with their logout cut-off) one instance remembers, and for how long.
+#: The TTL bounds how late a logout made on another instance is seen (API.md: within 5 s).
+ACCOUNT_CACHE_SIZE = 20_000
+ACCOUNT_TTL_S = 2.0
+
+_HEADER_ADDRESS = "X-User-Address"
+_HEADER_SIGNATURE = "X-Signature"
+_HEADER_MESSAGE = "X-Signed-Message"
+
+
+def as_chain_ids(value: Any) -> frozenset[int]:
+    items = as_list(value) if not isinstance(value, int) else [str(value)]
+    try:
+        return frozenset(int(item) for item in items)
+    except ValueError:
+        raise ValueError("expected comma-separated integer chain ids") from None
+
+
+def _epoch(value: dt.datetime) -> float:
+    """Naive-UTC datetime from the database → unix seconds."""
+    return value.replace(tzinfo=dt.UTC).timestamp()
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A signature that passed every check; valid until ``expires_at`` (unix s)."""
+
+    address: str  # canonical lowercase
+    issued_at: float
+    expires_at: float
+    kind: str
+
+
+@dataclass(frozen=True)
+class CachedAccount:
+    account: Account
+    revoked_before: float | None  # unix s; messages issued at or before it are refused
+
+
+class CryptoUserScheme(AuthScheme):
+    """``user`` principals from X-User-Address / X-Signature / X-Signed-Message."""
+
+    name = "crypto"
+    kind = "user"
+    headers = (_HEADER_ADDRESS, _HEADER_SIGNATURE, _HEADER_MESSAGE, "X-Payload-Version")
+
+    def __init__(self, gateway: Gateway, policy: Policy) -> None:
+        self.gateway = gateway
+        self.policy = policy
+        self.verified: ExpiringCache[Verified] = ExpiringCache(VERIFIED_CACHE_SIZE)
+        self.accounts: ExpiringCache[CachedAccount] = ExpiringCache(ACCOUNT_CACHE_SIZE)
+
+    def missing(self) -> Exception:
+        return unauthorized(
+            "missing_auth", "Authentication required: send X-User-Address, X-Signature and "
+            "X-Signed-Message"
+        )
+
+    def authenticate(self, req: falcon.Request) -> Principal | None:
+        address = req.get_header(_HEADER_ADDRESS)
+        signature = req.get_header(_HEADER_SIGNATURE)
+        text = req.get_header(_HEADER_MESSAGE)
+        if address is None and signature is None and text is None:
+            return None
+        if not address or not signature or not text:
+            raise self.missing()
+        # Size caps before anything else touches the values.
+        if len(address) > 42 or len(signature) > 132 or len(text) > messages.MAX_MESSAGE_HEADER:
+            raise unauthorized("malformed_message", "An authentication header is too long")
+        now = time.time()
+        key = (address.lower(), text, signature.lower())
+        verified = self.verified.get(key, now)
+        fresh = verified is None
+        if verified is None:
+            verified = self.verify(address, signature, text, now)
+        cached = self.account(verified.address)
+        if cached.revoked_before is not None and verified.issued_at <= cached.revoked_before:
+            raise unauthorized("revoked", "This signature was revoked by a logout; sign again")
+        if fresh:  # only successes are cached, and never beyond the message's validity
+            self.verified.put(key, verified, verified.expires_at)
+        return Principal(
+            kind="user",
+            scheme=self.name,
+            account=cached.account,
+            claims={"address": verified.address, "issued_at": verified.issued_at,
+                    "expires_at": verified.expires_at, "message": verified.kind},
+        )
+
+    def verify(self, address: str, signature: str, text: str, now: float) -> Verified:
+        """Every check, cheapest first; the key is recovered only if all others pass."""
+        if not is_address(address):
+            raise unauthorized("malformed_message", "X-User-Address must be a 0x address")
+        try:
+            message = messages.parse(text)
+            if message.address.lower() != address.lower():
+                raise MessageError(
+                    "address_mismatch", "The signed message names another address than "
+                    "X-User-Address",
+                )
+            expires = messages.check(message, self.policy, now)
+            vrs = parse_signature(signature)
+        except MessageError as exc:
+            raise unauthorized(exc.code, str(exc)) from None
+        except InvalidSignature as exc:
+            raise unauthorized("invalid_signature", f"Invalid signature: {exc}") from None
+        try:
+            signer = recover_address(message.text, vrs)
+        except InvalidSignature as exc:
+            raise unauthorized("invalid_signature", f"Invalid signature: {exc}") from None
+        if signer != bytes.fromhex(address[2:]):
+            raise unauthorized("invalid_signature", "The signature was not made by X-User-Address")
+        return Verified(address.lower(), message.issued_at, expires, message.kind)
+
+    def account(self, address: str) -> CachedAccount:
+        """The account and its logout cut-off: one query at most every ACCOUNT_TTL_S."""
+        now = time.monotonic()
+        cached = self.accounts.get(address, now)
+        if cached is not None:
+            return cached
+        row = (
+            Account.select(Account, Revocation.revoked_before)
+            .join(Revocation, peewee.JOIN.LEFT_OUTER, on=(Revocation.account == Account.id))
+            .where(Account.address == address)
+            .objects()
+            .first()
+        )
+        if row is None:  # first successful auth: register (safe under concurrency)
+            cached = CachedAccount(self.gateway.ensure_account(address), None)
+        else:
+            cutoff = getattr(row, "revoked_before", None)
+            cached = CachedAccount(row, _epoch(cutoff) if cutoff is not None else None)
+        self.accounts.put(address, cached, now + ACCOUNT_TTL_S)
+        return cached
+
+    def logout(self, account: Account) -> None:
+        """Refuse every message of ``account`` issued until now (all instances, via the DB)."""
+        cutoff = utcnow()
+        (
+            Revocation.insert(account=account.id, revoked_before=cutoff)
+            .on_conflict(conflict_target=[Revocation.account], preserve=[Revocation.revoked_before])
+            .execute()
+        )
+        self.accounts.put(account.address, CachedAccount(account, _epoch(cutoff)),
+                          time.monotonic() + ACCOUNT_TTL_S)
+
+
+def profile(gateway: Gateway, account: Account) -> dict[str, Any]:
+    return {
+        "user_id": account.public_address,
+        "public_address": account.public_address,
+        "username": account.username,
+        "email": account.email,
+        "tier": account.tier,
+        "permissions": gateway.user_permissions(account),
+        "license_expires_at": isoformat(account.license_expires_at),
+    }
+
+
+class ProfileResource:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        send_json(resp, profile(self.gateway, req.context.principal.account))
+
+
+class LogoutResource:
+    def __init__(self, scheme: CryptoUserScheme) -> None:
+        self.scheme = scheme
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self.scheme.logout(req.context.principal.account)
+        send_json(resp, {"message": "Logged out: signatures made until now no longer work"})
+
+
+class NotImplementedResource:
+    """Accounts come from signatures; there is nothing to register or log in to."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        raise GatewayError(
+            501, "not_implemented",
+            "Not Implemented: accounts are created on the first signed request; sign a "
+            "message with your wallet instead",
+        )
 
 
 class AuthCryptoPlugin(GatewayPlugin):
     name = "auth_crypto"
     version = "0.1.0"
     description = "User principals from Ethereum signatures (legacy message and SIWE)"
+    settings = (
+        Setting("FLOWORK_GATEWAY_DOMAIN", as_str, "localhost",
+                "the domain Sign-In with Ethereum messages must name"),
+        Setting("FLOWORK_AUTH_WINDOW_S", as_int(1, 86400), 300,
+                "legacy message freshness window, seconds"),
+        Setting("FLOWORK_AUTH_FUTURE_SKEW_S", as_int(0, 3600), 60,
+                "how far in the future a message timestamp may be, seconds"),
+        Setting("FLOWORK_SIWE_MAX_LIFETIME_S", as_int(1, 30 * 86400), 86400,
+                "longest Sign-In with Ethereum validity accepted, seconds"),
+        Setting("FLOWORK_SIWE_CHAIN_IDS", as_chain_ids, frozenset(),
+                "allowed chain ids, comma-separated (default: any)"),
+    )
+
+    scheme: CryptoUserScheme
+
+    @hookimpl
+    def gateway_configure(self, gateway: Gateway) -> None:
+        config = gateway.config
+        policy = Policy(
+            domain=config["FLOWORK_GATEWAY_DOMAIN"].lower(),
+            window_s=config["FLOWORK_AUTH_WINDOW_S"],
+            future_skew_s=config["FLOWORK_AUTH_FUTURE_SKEW_S"],
+            siwe_max_lifetime_s=config["FLOWORK_SIWE_MAX_LIFETIME_S"],
+            chain_ids=config["FLOWORK_SIWE_CHAIN_IDS"],
+        )
+        self.scheme = CryptoUserScheme(gateway, policy)
+
+    @hookimpl
+    def gateway_models(self) -> list[type[peewee.Model]]:
+        return [Revocation]
+
+    @hookimpl
+    def gateway_migrations(self) -> list:
+        return list(MIGRATIONS)
+
+    @hookimpl
+    def gateway_auth_schemes(self, gateway: Gateway) -> list[AuthScheme]:
+        return [self.scheme]
+
+    @hookimpl
+    def gateway_routes(self, gateway: Gateway) -> list[Route]:
+        return [
+            Route("/auth/profile", ProfileResource(gateway), "user"),
+            Route("/auth/logout", LogoutResource(self.scheme), "user"),
+            Route("/auth/register", NotImplementedResource(), "public"),
+            Route("/auth/login", NotImplementedResource(), "public"),
+        ]
+
+    # -- accounts --------------------------------------------------------------------------
+
+    @hookimpl
+    def gateway_account_defaults(self, address: str) -> dict[str, Any] | None:
+        if not is_address(address):
+            return None
+        checksummed = to_checksum_address(address)
+        return {
+            "public_address": checksummed,
+            "username": checksummed,
+            "email": address.lower() + "@flowork.crypto",
+            "tier": "architect",
+        }
+
+    @hookimpl
+    def gateway_resolve_account(self, gateway: Gateway, identifier: str) -> Account | None:
+        value = identifier.strip()
+        if not is_address(value):
+            return None
+        if not is_acceptable_case(value):
+            raise bad_request("Address fails its EIP-55 checksum", "invalid_identifier")
+        return gateway.ensure_account(value.lower())
+
+    @hookimpl
+    def gateway_user_permissions(self, gateway: Gateway, account: Account) -> list[str]:
+        return list(DEFAULT_PERMISSIONS)
+
+    # -- OpenAPI ---------------------------------------------------------------------------
+
+    @hookimpl
+    def gateway_openapi(self, gateway: Gateway) -> dict[str, Any]:
+        not_implemented = {501: error("Not implemented", "not_implemented")}
+        return {
+            "paths": {
+                "/auth/profile": {"get": op(
+                    "The signed-in user's profile (registers a new address)", "user",
+                    {200: json_response(ref("Profile"))}, tags=["auth"])},
+                "/auth/logout": {"post": op(
+                    "Revoke every signature of this address made until now", "user",
+                    {200: json_response(ref("AuthMessage"))}, tags=["auth"])},
+                "/auth/register": {"post": op(
+                    "Not implemented: accounts come from signatures", "public",
+                    not_implemented, tags=["auth"])},
+                "/auth/login": {"post": op(
+                    "Not implemented: every request is signed", "public",
+                    not_implemented, tags=["auth"])},
+            },
+            "components": {
+                "schemas": {
+                    "Profile": {
+                        "type": "object",
+                        "required": ["user_id", "public_address", "username", "email", "tier",
+                                     "permissions", "license_expires_at"],
+                        "properties": {
+                            "user_id": {"type": "string", "description": "checksummed address"},
+                            "public_address": {"type": "string"},
+                            "username": {"type": "string"},
+                            "email": {"type": "string"},
+                            "tier": {"type": "string"},
+                            "permissions": {"type": "array", "items": {"type": "string"}},
+                            "license_expires_at": {"type": ["string", "null"],
+                                                   "format": "date-time"},
+                        },
+                    },
+                    "AuthMessage": {"type": "object", "required": ["message"],
+                                "properties": {"message": {"type": "string"}}},
+                },
+                "securitySchemes": {
+                    "UserAddress": {"type": "apiKey", "in": "header", "name": _HEADER_ADDRESS,
+                                    "description": "0x address, any case"},
+                    "UserSignature": {"type": "apiKey", "in": "header", "name": _HEADER_SIGNATURE,
+                                      "description": "EIP-191 personal_sign: 0x + 130 hex"},
+                    "UserSignedMessage": {
+                        "type": "apiKey", "in": "header", "name": _HEADER_MESSAGE,
+                        "description": "flowork_api_auth|<address>|<unix seconds>, or b64: + "
+                                       "base64url of an EIP-4361 message",
+                    },
+                },
+            },
+        }
