@@ -87,7 +87,10 @@ def op(
     if body is not None:
         all_errors.setdefault(400, []).append("invalid_body")
         all_errors.setdefault(413, []).append("body_too_large")
+    if any(p.get("in") == "path" for p in params):
+        all_errors.setdefault(404, []).append("not_found")
     all_errors.setdefault(500, []).append("internal_error")
+    all_errors.setdefault(503, []).append("database_unavailable")
     for status, codes in sorted(all_errors.items()):
         out.setdefault(str(status), error(_STATUS_TEXT.get(status, "Error"), *dict.fromkeys(codes)))
     result["responses"] = out
