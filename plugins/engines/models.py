@@ -1,13 +1,20 @@
 """Tables of the engines plugin. Other plugins may reference ``Engine`` by foreign key
-(with ``on_delete="CASCADE"``) after declaring ``requires = ("engines",)``."""
+(with ``on_delete="CASCADE"``) after declaring ``requires = ("engines",)``.
+
+Every table that belongs to an engine or an account has ``ON DELETE CASCADE``, so deleting
+an engine removes its shares (sharing plugin), pending claims and presence in one statement.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from typing import Any
 
 import peewee
 
-from gateway_kernel import Account, BaseModel, utcnow
+from gateway_kernel import Account, BaseModel, create_tables, utcnow
+from gateway_kernel.http import isoformat
 
 
 def new_engine_id() -> str:
@@ -27,3 +34,62 @@ class Engine(BaseModel):
 
     class Meta:
         table_name = "engines_engine"
+
+
+class EngineClaim(BaseModel):
+    """A dashboard claim approved by the owner (API.md "Claim flow"), keyed by the SHA-256 of
+    the request id so that a database reader cannot redeem pending claims."""
+
+    request_digest = peewee.CharField(primary_key=True, max_length=64)
+    engine = peewee.ForeignKeyField(Engine, backref="claims", on_delete="CASCADE", index=True)
+    expires_at = peewee.DateTimeField(index=True)
+    used = peewee.BooleanField(default=False)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "engines_claim"
+
+
+class DisabledComponent(BaseModel):
+    """The kill switch: a component id the engines must not run, and why."""
+
+    component_id = peewee.CharField(primary_key=True, max_length=128)
+    reason = peewee.CharField(max_length=500, default="")
+    disabled_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "engines_disabled_component"
+
+
+class UserState(BaseModel):
+    """One JSON value per (account, key), stored as canonical JSON text."""
+
+    id = peewee.AutoField()
+    account = peewee.ForeignKeyField(Account, backref="states", on_delete="CASCADE")
+    key = peewee.CharField(max_length=64)
+    value = peewee.TextField()
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        table_name = "engines_user_state"
+        indexes = ((("account", "key"), True),)
+
+
+MODELS: list[type[BaseModel]] = [Engine, EngineClaim, DisabledComponent, UserState]
+MIGRATIONS = [create_tables("0001_initial", *MODELS)]
+
+
+def is_online(last_seen: dt.datetime | None, online_s: int, now: dt.datetime) -> bool:
+    """A heartbeat within the last ``online_s`` seconds (``FLOWORK_ENGINE_ONLINE_S``)."""
+    return last_seen is not None and now - last_seen <= dt.timedelta(seconds=online_s)
+
+
+def engine_json(engine: Engine, online_s: int, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The API.md engine shape ``{"id","name","status","last_seen"}`` (sharing reuses it)."""
+    online = is_online(engine.last_seen, online_s, now or utcnow())
+    return {
+        "id": engine.id,
+        "name": engine.name,
+        "status": "online" if online else "offline",
+        "last_seen": isoformat(engine.last_seen),
+    }

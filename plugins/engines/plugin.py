@@ -1,7 +1,104 @@
-from gateway_kernel import GatewayPlugin
+"""The engines plugin: engines and tokens, presence, claim flow, kill switch, user state.
+
+It answers two contract hooks for other plugins: ``flowork_engine_by_token_digest`` (the
+engine-token scheme of auth_internal) and ``flowork_resolve_engine`` (the proxy), and asks
+``flowork_engine_guests`` / ``flowork_engine_guest_role`` / ``flowork_engines_shared_with``
+of whoever shares engines, without knowing who that is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway_kernel import Command, Gateway, GatewayPlugin, Principal, Route, hookimpl
+from gateway_kernel.hookspecs import EngineIdentity, EngineTarget
+
+from . import components
+from .claims import ClaimToken, SelectForAuth
+from .models import MIGRATIONS, MODELS, Engine
+from .resolve import resolve_engine
+from .resources import (
+    EngineAuthInfo,
+    EngineItem,
+    EnginesCollection,
+    Heartbeat,
+    ResetToken,
+    UpdateName,
+)
+from .settings import SETTINGS, EnginesConfig
+from .spec import openapi_part
+from .user_state import UserStateItem
 
 
 class EnginesPlugin(GatewayPlugin):
     name = "engines"
     version = "0.1.0"
+    # Engine tokens are minted with auth_internal's token format.
+    requires = ("auth_internal",)
+    settings = SETTINGS
     description = "Engines, tokens, presence, claim flow, kill switch, user state"
+
+    def __init__(self) -> None:
+        self.cfg: EnginesConfig | None = None
+
+    @hookimpl
+    def gateway_configure(self, gateway: Gateway) -> None:
+        self.cfg = EnginesConfig.from_config(gateway.config)
+
+    @hookimpl
+    def gateway_models(self) -> list[Any]:
+        return list(MODELS)
+
+    @hookimpl
+    def gateway_migrations(self) -> list[Any]:
+        return list(MIGRATIONS)
+
+    @hookimpl
+    def gateway_routes(self, gateway: Gateway) -> list[Route]:
+        cfg = self._config()
+        return [
+            Route("/user/engines", EnginesCollection(gateway, cfg), "user"),
+            Route("/user/engines/select-for-auth", SelectForAuth(gateway, cfg), "user"),
+            Route("/user/engines/{engine_id}", EngineItem(gateway, cfg), "user"),
+            Route("/user/engines/{engine_id}/reset-token", ResetToken(gateway, cfg), "user"),
+            Route("/user/engines/{engine_id}/update-name", UpdateName(gateway, cfg), "user"),
+            Route("/engine/get-engine-auth-info", EngineAuthInfo(gateway, cfg), "engine"),
+            Route("/engine/heartbeat", Heartbeat(gateway, cfg), "engine"),
+            Route("/engine/claim-token", ClaimToken(gateway, cfg), "service"),
+            Route("/system/disabled-components", components.DisabledComponents(), "service"),
+            Route("/system/disabled-components/{component_id}",
+                  components.DisabledComponentItem(), "service"),
+            Route("/user/state/{key}", UserStateItem(), "user"),
+        ]
+
+    @hookimpl
+    def gateway_commands(self) -> list[Command]:
+        return [components.COMMAND]
+
+    @hookimpl
+    def gateway_openapi(self, gateway: Gateway) -> dict[str, Any]:
+        return openapi_part()
+
+    @hookimpl
+    def flowork_engine_by_token_digest(self, digest: str) -> EngineIdentity | None:
+        # One query on the unique index of token_digest: O(1) in the number of engines.
+        row = (
+            Engine.select(Engine.id, Engine.owner)
+            .where(Engine.token_digest == digest)
+            .tuples()
+            .first()
+        )
+        return EngineIdentity(row[0], row[1]) if row else None
+
+    @hookimpl
+    def flowork_resolve_engine(
+        self, gateway: Gateway, principal: Principal, engine_id: str | None
+    ) -> EngineTarget | None:
+        if principal is None or principal.account is None:
+            return None  # only user principals have engines to reach
+        return resolve_engine(self._config(), gateway.hook, principal.account.id, engine_id)
+
+    def _config(self) -> EnginesConfig:
+        if self.cfg is None:
+            raise RuntimeError("engines plugin used before gateway_configure")
+        return self.cfg

@@ -1,0 +1,75 @@
+"""Which engine, at which URL, a user's proxied request may reach (``flowork_resolve_engine``).
+
+- An explicit engine id must be owned by the caller or shared with them (``flowork_engine_guest_role``),
+  else 404 ``not_found``. An engine with a static URL (``FLOWORK_ENGINE_URLS``) is always
+  routable; otherwise it needs a recent heartbeat with a URL, else 503 ``engine_offline``.
+- No engine id: the caller's most recently seen online engine among owned and shared ones
+  (``flowork_engines_shared_with``) that has a URL (reported or static), in one query; none
+  is 503 ``engine_offline``. Static URLs do not make an engine "online" for this choice: a
+  default must be an engine that is demonstrably running, never a silent guess.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from gateway_kernel import utcnow
+from gateway_kernel.errors import GatewayError, not_found
+from gateway_kernel.hookspecs import EngineTarget
+from gateway_kernel.http import parse_uuid
+
+from .models import Engine, is_online
+from .settings import EnginesConfig
+
+
+def engine_offline(cfg: EnginesConfig) -> GatewayError:
+    return GatewayError(503, "engine_offline", "No online engine is available",
+                        {"Retry-After": str(cfg.interval_s)})
+
+
+def resolve_engine(cfg: EnginesConfig, hook: object, account_id: int,
+                   engine_id: str | None) -> EngineTarget:
+    now = utcnow()
+    if engine_id is not None:
+        return _by_id(cfg, hook, account_id, parse_uuid(engine_id), now)
+    shared: list[str] = []
+    for ids in hook.flowork_engines_shared_with(account_id=account_id):  # type: ignore[attr-defined]
+        shared.extend(ids)
+    reachable = Engine.owner == account_id
+    if shared:
+        reachable |= Engine.id.in_(shared)
+    routable = Engine.url.is_null(False)
+    if cfg.static_urls:
+        routable |= Engine.id.in_(list(cfg.static_urls))
+    row = (
+        Engine.select(Engine.id, Engine.url)
+        .where(reachable & routable & (Engine.last_seen >= now - dt.timedelta(seconds=cfg.online_s)))
+        .order_by(Engine.last_seen.desc(), Engine.id)
+        .first()
+    )
+    if row is None:
+        raise engine_offline(cfg)
+    static = cfg.static_urls.get(row.id)
+    return EngineTarget(row.id, static or row.url, True, static is not None)
+
+
+def _by_id(cfg: EnginesConfig, hook: object, account_id: int, eid: str,
+           now: dt.datetime) -> EngineTarget:
+    row = (
+        Engine.select(Engine.id, Engine.owner, Engine.last_seen, Engine.url)
+        .where(Engine.id == eid)
+        .first()
+    )
+    if row is None:
+        raise not_found()
+    if row.owner_id != account_id and hook.flowork_engine_guest_role(  # type: ignore[attr-defined]
+        engine_id=eid, account_id=account_id
+    ) is None:
+        raise not_found()
+    online = is_online(row.last_seen, cfg.online_s, now)
+    static = cfg.static_urls.get(eid)
+    if static is not None:
+        return EngineTarget(eid, static, online, True)
+    if online and row.url:
+        return EngineTarget(eid, row.url, True, False)
+    raise engine_offline(cfg)

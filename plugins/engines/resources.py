@@ -1,0 +1,166 @@
+"""Engine routes: the owner's CRUD (user principal) and the engine's own (engine principal).
+
+Every owner route checks ownership inside the one statement that acts (``WHERE id = ? AND
+owner = ?``), so "not yours" and "does not exist" are the same 404 and cost one query.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import falcon
+import peewee
+from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
+
+from gateway_kernel import Gateway, utcnow
+from gateway_kernel.accounts import Account
+from gateway_kernel.errors import GatewayError, bad_request, not_found
+from gateway_kernel.http import parse_uuid, read_json_object, require_str, send_json
+
+from .models import Engine, engine_json
+from .settings import EnginesConfig
+from .urls import InvalidEngineURL, validate_engine_url
+
+NAME_MAX = 100
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def account_of(req: falcon.Request) -> Account:
+    """The signed-in user's account (user routes only)."""
+    return req.context.principal.account
+
+
+def engine_id_of(req: falcon.Request) -> str:
+    """The calling engine's id (engine routes only)."""
+    return req.context.principal.engine_id
+
+
+def engine_name(body: dict[str, Any]) -> str:
+    """``body["name"]`` trimmed, 1-100 characters, no control characters; else 400."""
+    name = require_str(body, "name", max_len=NAME_MAX)
+    if _CONTROL.search(name):
+        raise bad_request("'name' must not contain control characters")
+    return name
+
+
+def invalid_engine_token() -> GatewayError:
+    # The token authenticated a moment ago but its engine is gone (deleted or rotated).
+    return GatewayError(401, "invalid_engine_token", "Engine token is invalid")
+
+
+class _Resource:
+    def __init__(self, gateway: Gateway, cfg: EnginesConfig) -> None:
+        self.gateway = gateway
+        self.cfg = cfg
+
+
+class EnginesCollection(_Resource):
+    """GET/POST /user/engines."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        rows = (
+            Engine.select(Engine.id, Engine.name, Engine.last_seen)
+            .where(Engine.owner == account_of(req).id)
+            .order_by(peewee.fn.LOWER(Engine.name), Engine.id)
+        )
+        now = utcnow()
+        send_json(resp, [engine_json(e, self.cfg.online_s, now) for e in rows])
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        name = engine_name(read_json_object(req))
+        token = new_engine_token()
+        engine = Engine.create(owner=account_of(req).id, name=name, token_digest=token_digest(token))
+        # The plaintext token appears here once; only its digest is stored.
+        send_json(resp, {**engine_json(engine, self.cfg.online_s), "raw_token": token}, 201)
+
+
+class EngineItem(_Resource):
+    """DELETE /user/engines/{engine_id}: shares, claims and presence go with it (cascade)."""
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, engine_id: str) -> None:
+        eid = parse_uuid(engine_id)
+        deleted = Engine.delete().where(
+            (Engine.id == eid) & (Engine.owner == account_of(req).id)
+        ).execute()
+        if not deleted:
+            raise not_found()
+        send_json(resp, {"message": "Engine deleted"})
+
+
+class ResetToken(_Resource):
+    """POST /user/engines/{engine_id}/reset-token: the old token fails from now on."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, engine_id: str) -> None:
+        eid = parse_uuid(engine_id)
+        token = new_engine_token()
+        updated = Engine.update(token_digest=token_digest(token)).where(
+            (Engine.id == eid) & (Engine.owner == account_of(req).id)
+        ).execute()
+        if not updated:
+            raise not_found()
+        send_json(resp, {"message": "Engine token reset", "token": token, "engine_id": eid})
+
+
+class UpdateName(_Resource):
+    """PUT /user/engines/{engine_id}/update-name."""
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, engine_id: str) -> None:
+        eid = parse_uuid(engine_id)
+        name = engine_name(read_json_object(req))
+        updated = Engine.update(name=name).where(
+            (Engine.id == eid) & (Engine.owner == account_of(req).id)
+        ).execute()
+        if not updated:
+            raise not_found()
+        send_json(resp, {"message": "Engine name updated", "id": eid, "name": name})
+
+
+class EngineAuthInfo(_Resource):
+    """GET /engine/get-engine-auth-info: who may use this engine, and in which role."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        eid = engine_id_of(req)
+        owner = (
+            Account.select(Account.address)
+            .join(Engine, on=(Engine.owner == Account.id))
+            .where(Engine.id == eid)
+            .scalar()
+        )
+        if owner is None:
+            raise invalid_engine_token()
+        roles: dict[str, str] = {owner: "owner"}
+        for guests in self.gateway.hook.flowork_engine_guests(engine_id=eid):
+            for guest in guests:
+                roles.setdefault(guest.account.address.lower(), guest.role)
+        send_json(resp, {"engine_id": eid, "authorized_addresses": list(roles), "roles": roles})
+
+
+class Heartbeat(_Resource):
+    """POST /engine/heartbeat {"url"?, "vitals"?}: one UPDATE marks the engine online.
+
+    ``url`` absent keeps the stored URL; ``null`` or ``""`` clears it; otherwise it must pass
+    :func:`validate_engine_url`. ``vitals`` (an object) is accepted and not stored.
+    """
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = read_json_object(req)
+        vitals = body.get("vitals")
+        if vitals is not None and not isinstance(vitals, dict):
+            raise bad_request("'vitals' must be an object")
+        changes: dict[Any, Any] = {Engine.last_seen: utcnow()}
+        if "url" in body:
+            url = body["url"]
+            if url is None or url == "":
+                changes[Engine.url] = None
+            elif not isinstance(url, str):
+                raise bad_request("'url' must be a string")
+            else:
+                try:
+                    changes[Engine.url] = validate_engine_url(url, self.cfg.networks)
+                except InvalidEngineURL as exc:
+                    raise bad_request(f"Engine URL refused: {exc}", "invalid_engine_url") from None
+        eid = engine_id_of(req)
+        if not Engine.update(changes).where(Engine.id == eid).execute():
+            raise invalid_engine_token()
+        send_json(resp, {"status": "ok", "engine_id": eid, "interval_s": self.cfg.interval_s})

@@ -1,0 +1,70 @@
+"""Per-user GUI state: ``GET/PUT /user/state/{key}`` (API.md).
+
+Keys are ``[a-z0-9_]{1,64}``; a value is any JSON document up to 64 KiB, kept as canonical
+JSON text and served back without re-parsing. ``favorite_presets`` must be an array of
+strings (the GUI relies on that shape). An unset key reads as ``[]``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import falcon
+
+from gateway_kernel import utcnow
+from gateway_kernel.errors import bad_request
+from gateway_kernel.http import read_json, send_json
+
+from .models import UserState
+from .resources import account_of
+
+MAX_VALUE_BYTES = 64 * 1024
+KEY = re.compile(r"^[a-z0-9_]{1,64}$")
+EMPTY = b"[]"
+
+
+def check_key(key: str) -> str:
+    if not KEY.match(key):
+        raise bad_request("key must be 1-64 characters of a-z, 0-9 and '_'", "invalid_key")
+    return key
+
+
+def validate_value(key: str, value: Any) -> str:
+    """Canonical JSON text of ``value``, or 400 ``invalid_body``."""
+    if key == "favorite_presets" and not (
+        isinstance(value, list) and all(isinstance(item, str) for item in value)
+    ):
+        raise bad_request("'favorite_presets' must be an array of strings")
+    try:
+        # allow_nan=False: NaN/Infinity parse in Python but are not JSON for the GUI.
+        # ASCII escapes keep lone surrogates ("\\ud800") storable on every backend.
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise bad_request("Value must be plain JSON (no NaN or Infinity)") from None
+
+
+class UserStateItem:
+    """GET/PUT /user/state/{key}."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        check_key(key)
+        stored = (
+            UserState.select(UserState.value)
+            .where((UserState.account == account_of(req).id) & (UserState.key == key))
+            .scalar()
+        )
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = stored.encode() if stored is not None else EMPTY
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
+        check_key(key)
+        text = validate_value(key, read_json(req, limit=MAX_VALUE_BYTES))
+        UserState.insert(
+            account=account_of(req).id, key=key, value=text, updated_at=utcnow()
+        ).on_conflict(
+            conflict_target=[UserState.account, UserState.key],
+            update={UserState.value: text, UserState.updated_at: utcnow()},
+        ).execute()
+        send_json(resp, {"status": "success", "message": f"State '{key}' saved"})
