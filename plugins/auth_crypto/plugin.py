@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,6 @@ from gateway_kernel import (
     Route,
     Setting,
     hookimpl,
-    utcnow,
 )
 from gateway_kernel.config import as_int, as_list, as_str
 from gateway_kernel.errors import bad_request, unauthorized
@@ -105,6 +105,8 @@ class CryptoUserScheme(AuthScheme):
         self.policy = policy
         self.verified: ExpiringCache[Verified] = ExpiringCache(VERIFIED_CACHE_SIZE)
         self.accounts: ExpiringCache[CachedAccount] = ExpiringCache(ACCOUNT_CACHE_SIZE)
+        #: Wall clock (unix seconds) for message validity; tests may replace it.
+        self.clock: Callable[[], float] = time.time
 
     def missing(self) -> Exception:
         return unauthorized(
@@ -123,7 +125,7 @@ class CryptoUserScheme(AuthScheme):
         # Size caps before anything else touches the values.
         if len(address) > 42 or len(signature) > 132 or len(text) > messages.MAX_MESSAGE_HEADER:
             raise unauthorized("malformed_message", "An authentication header is too long")
-        now = time.time()
+        now = self.clock()
         key = (address.lower(), text, signature.lower())
         verified = self.verified.get(key, now)
         fresh = verified is None
@@ -190,7 +192,7 @@ class CryptoUserScheme(AuthScheme):
 
     def logout(self, account: Account) -> None:
         """Refuse every message of ``account`` issued until now (all instances, via the DB)."""
-        cutoff = utcnow()
+        cutoff = dt.datetime.fromtimestamp(self.clock(), dt.UTC).replace(tzinfo=None)
         (
             Revocation.insert(account=account.id, revoked_before=cutoff)
             .on_conflict(conflict_target=[Revocation.account], preserve=[Revocation.revoked_before])

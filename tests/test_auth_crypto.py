@@ -1,0 +1,536 @@
+"""auth_crypto through the HTTP API: user principals from Ethereum signatures, /auth routes."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import threading
+import time
+from pathlib import Path
+
+import falcon
+import falcon.testing
+import pytest
+from gateway_plugins.auth_crypto import verify
+from gateway_plugins.auth_crypto.signing import Signer, encode_b64_message, legacy_message, siwe_message
+
+from gateway_kernel import Account, GatewayError, GatewayPlugin, Route, hookimpl
+from gateway_kernel.db import deactivate
+from gateway_kernel.http import send_json
+
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "signatures.json").read_text())["vectors"]
+VECTOR_DOMAIN = "app.flowork.example"
+N = verify.SECP256K1_N
+
+
+class WhoAmI:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        send_json(resp, {"address": req.context.principal.account.address})
+
+
+class Probe(GatewayPlugin):
+    """A user route that touches no table itself: any query is the auth scheme's."""
+
+    name = "probe"
+
+    @hookimpl
+    def gateway_routes(self, gateway):
+        return [Route("/probe/whoami", WhoAmI(), "user")]
+
+
+@pytest.fixture
+def auth_gateway(make_gateway):
+    """Only the auth plugins plus the probe route: nothing else queries the database."""
+    return make_gateway(plugins="auth_crypto,auth_internal", extra_plugins=[Probe()])
+
+
+def client_for(gateway) -> falcon.testing.TestClient:
+    return falcon.testing.TestClient(gateway)
+
+
+def set_clock(gateway, now: float) -> None:
+    gateway.plugins["auth_crypto"].scheme.clock = lambda: now
+
+
+def profile(client, headers):
+    return client.simulate_get("/api/v1/auth/profile", headers=headers)
+
+
+def assert_401(result, code: str) -> None:
+    assert result.status_code == 401, result.text
+    assert result.json["code"] == code
+    assert set(result.json) == {"error", "code"}
+
+
+def count_queries(monkeypatch, gateway) -> list[str]:
+    """Record every SQL statement the gateway's database runs from now on."""
+    seen: list[str] = []
+    original = gateway.db.execute_sql
+
+    def execute_sql(sql, *args, **kwargs):
+        seen.append(sql)
+        return original(sql, *args, **kwargs)
+
+    monkeypatch.setattr(gateway.db, "execute_sql", execute_sql)
+    return seen
+
+
+# -- the happy paths -------------------------------------------------------------------------
+
+
+def test_legacy_message_logs_in_and_registers_with_defaults(client, signer) -> None:
+    result = profile(client, signer.headers())
+    assert result.status_code == 200, result.text
+    address = signer.address
+    assert result.json == {
+        "user_id": address,
+        "public_address": address,
+        "username": address,
+        "email": address.lower() + "@flowork.crypto",
+        "tier": "architect",
+        "permissions": result.json["permissions"],
+        "license_expires_at": None,
+    }
+    assert result.json["permissions"] and all(isinstance(p, str) for p in result.json["permissions"])
+
+
+def test_siwe_message_logs_in(client, signer) -> None:
+    result = profile(client, signer.siwe_headers(domain="localhost"))
+    assert result.status_code == 200, result.text
+    assert result.json["user_id"] == signer.address
+
+
+def test_same_legacy_message_is_reusable_within_its_window(client, signer) -> None:
+    headers = signer.headers()
+    for _ in range(3):
+        assert profile(client, headers).status_code == 200
+
+
+def test_payload_version_and_engine_id_headers_are_ignored(client, signer) -> None:
+    headers = {**signer.headers(), "X-Payload-Version": "999", "X-Flowork-Engine-ID": "x"}
+    assert profile(client, headers).status_code == 200
+
+
+def test_address_case_variants_are_one_user(client, signer) -> None:
+    lower = signer.address.lower()
+    upper = "0x" + signer.address[2:].upper()
+    ids = set()
+    for header_address, message_address in [
+        (signer.address, signer.address),
+        (lower, lower),
+        (upper, signer.address),
+    ]:
+        headers = signer.headers(message=legacy_message(message_address))
+        headers["X-User-Address"] = header_address
+        result = profile(client, headers)
+        assert result.status_code == 200, result.text
+        ids.add(result.json["user_id"])
+    assert ids == {signer.address}
+
+
+def test_any_user_route_registers_a_new_address(auth_gateway, signer) -> None:
+    result = client_for(auth_gateway).simulate_get("/api/v1/probe/whoami", headers=signer.headers())
+    assert result.status_code == 200
+    assert result.json == {"address": signer.address.lower()}
+    token = auth_gateway.activate()
+    try:
+        account = Account.get(Account.address == signer.address.lower())
+    finally:
+        deactivate(token)
+        auth_gateway.release_db()
+    assert account.public_address == signer.address
+    assert account.email == signer.address.lower() + "@flowork.crypto"
+
+
+def test_register_and_login_are_not_implemented(client) -> None:
+    for path in ("/api/v1/auth/register", "/api/v1/auth/login"):
+        result = client.simulate_post(path, json={"anything": 1})
+        assert result.status_code == 501
+        assert result.json["code"] == "not_implemented"
+        assert result.json["error"].startswith("Not Implemented: ")
+
+
+# -- independent vectors (ethers.js) -----------------------------------------------------------
+
+
+def _vector_cases():
+    for vector in VECTORS:
+        for form, signature in vector["signatures"].items():
+            yield pytest.param(vector, signature, id=f"{vector['name']}-{form}")
+
+
+def test_vectors_are_sound_under_an_independent_backend() -> None:
+    """The committed vectors recover to their signers with eth_keys' pure-Python backend,
+    so they check the code under test rather than agree with it."""
+    from eth_keys import KeyAPI
+    from eth_keys.backends import NativeECCBackend
+
+    native = KeyAPI(backend=NativeECCBackend())
+    forms = set()
+    for vector in VECTORS:
+        if vector.get("expect"):
+            continue
+        for form, signature in vector["signatures"].items():
+            forms.add(form)
+            raw = bytes.fromhex(signature[2:])
+            r, s, v = int.from_bytes(raw[:32]), int.from_bytes(raw[32:64]), raw[64]
+            v = v - 27 if v >= 27 else v
+            if s > N // 2:  # the high-s twin is the same key's signature: fold it
+                s, v = N - s, v ^ 1
+            key = native.Signature(vrs=(v, r, s)).recover_public_key_from_msg_hash(
+                verify.eip191_hash(vector["text"].encode()))
+            assert key.to_checksum_address() == vector["address"]
+    assert forms == {"v27", "v01", "high_s"}
+    assert any(int(v["signatures"]["high_s"][66:130], 16) > N // 2 for v in VECTORS
+               if "high_s" in v["signatures"])
+
+
+@pytest.mark.parametrize(("vector", "signature"), list(_vector_cases()))
+def test_vectors_through_http(make_gateway, vector, signature) -> None:
+    gateway = make_gateway(plugins="auth_crypto,auth_internal",
+                           settings={"FLOWORK_GATEWAY_DOMAIN": VECTOR_DOMAIN})
+    set_clock(gateway, dt.datetime(2023, 11, 14, 22, 14, tzinfo=dt.UTC).timestamp()
+              if vector["header"].startswith("flowork") else
+              dt.datetime(2024, 1, 1, 0, 30, tzinfo=dt.UTC).timestamp())
+    headers = {"X-User-Address": vector["address"], "X-Signature": signature,
+               "X-Signed-Message": vector["header"]}
+    result = profile(client_for(gateway), headers)
+    if vector.get("expect"):
+        assert_401(result, vector["expect"])
+    else:
+        assert result.status_code == 200, result.text
+        assert result.json["user_id"] == vector["address"]
+
+
+def test_high_s_twin_and_v01_form_are_the_same_identity(make_gateway) -> None:
+    gateway = make_gateway(plugins="auth_crypto,auth_internal")
+    vector = VECTORS[0]
+    set_clock(gateway, 1700000000)
+    client = client_for(gateway)
+    ids = set()
+    for signature in vector["signatures"].values():
+        headers = {"X-User-Address": vector["address"], "X-Signature": signature,
+                   "X-Signed-Message": vector["header"]}
+        ids.add(profile(client, headers).json["user_id"])
+    assert ids == {vector["address"]}
+
+
+# -- refusals ------------------------------------------------------------------------------------
+
+
+def test_no_credentials_is_missing_auth(client) -> None:
+    assert_401(client.simulate_get("/api/v1/auth/profile"), "missing_auth")
+
+
+@pytest.mark.parametrize("drop", ["X-User-Address", "X-Signature", "X-Signed-Message"])
+def test_incomplete_credentials_are_missing_auth(client, signer, drop) -> None:
+    headers = signer.headers()
+    del headers[drop]
+    assert_401(profile(client, headers), "missing_auth")
+
+
+def _with(headers: dict[str, str], **changes: str) -> dict[str, str]:
+    result = dict(headers)
+    for key, value in changes.items():
+        result[key.replace("_", "-")] = value
+    return result
+
+
+def _siwe_signed(signer: Signer, text: str) -> dict[str, str]:
+    return {"X-User-Address": signer.address, "X-Signature": signer.sign(text),
+            "X-Signed-Message": encode_b64_message(text)}
+
+
+def _negative_cases(signer: Signer, other: Signer) -> dict[str, tuple[dict[str, str], str]]:
+    now = int(time.time())
+    good = signer.headers()
+    sig = good["X-Signature"]
+    utc = dt.datetime.now(dt.UTC)
+    no_expiry = "\n".join(line for line in siwe_message(signer.address).split("\n")
+                          if not line.startswith("Expiration Time"))
+    return {
+        "stale": (signer.headers(timestamp=now - 301), "stale_signature"),
+        "future": (signer.headers(timestamp=now + 120), "stale_signature"),
+        "tampered message": (
+            _with(good, X_Signed_Message=legacy_message(signer.address, now - 1)),
+            "invalid_signature"),
+        "message names another address": (
+            signer.headers(message=legacy_message(other.address)), "address_mismatch"),
+        "header names another signer": (
+            _with(good, X_User_Address=other.address,
+                  X_Signed_Message=legacy_message(other.address, now)),
+            "invalid_signature"),
+        "arbitrary text": (signer.headers(message="Welcome to OpenSea! Click to sign in"),
+                           "malformed_message"),
+        "legacy with extra field": (
+            signer.headers(message=legacy_message(signer.address) + "|x"), "malformed_message"),
+        "siwe for another domain": (signer.siwe_headers(domain="evil.example"),
+                                    "malformed_message"),
+        "siwe expired": (signer.siwe_headers(issued_at=utc - dt.timedelta(hours=2),
+                                             lifetime_s=3600), "stale_signature"),
+        "siwe over-long lifetime": (signer.siwe_headers(lifetime_s=86401), "malformed_message"),
+        "siwe not before in the future": (
+            signer.siwe_headers(not_before=utc + dt.timedelta(minutes=10)), "stale_signature"),
+        "siwe issued in the future": (
+            signer.siwe_headers(issued_at=utc + dt.timedelta(minutes=10)), "stale_signature"),
+        "siwe without expiration": (_siwe_signed(signer, no_expiry), "malformed_message"),
+        "siwe short nonce": (signer.siwe_headers(nonce="abc123"), "malformed_message"),
+        "siwe other address": (_siwe_signed(signer, siwe_message(other.address)),
+                               "address_mismatch"),
+        "siwe raw (not b64)": (
+            _with(good, X_Signed_Message=siwe_message(signer.address).replace("\n", " ")),
+            "malformed_message"),
+        "b64 garbage": (_with(good, X_Signed_Message="b64:!!!notbase64"), "malformed_message"),
+        "b64 not utf-8": (_with(good, X_Signed_Message="b64:" + base64.urlsafe_b64encode(
+            b"\xff\xfe\xfd").decode()), "malformed_message"),
+        "garbage hex signature": (_with(good, X_Signature="0x" + "zz" * 65), "invalid_signature"),
+        "signature without 0x": (_with(good, X_Signature=sig[2:] + "00"), "invalid_signature"),
+        "signature too short": (_with(good, X_Signature=sig[:-2]), "invalid_signature"),
+        "signature too long": (_with(good, X_Signature=sig + "00"), "malformed_message"),
+        "signature v=29": (_with(good, X_Signature=sig[:-2] + "1d"), "invalid_signature"),
+        "signature r=0": (_with(good, X_Signature="0x" + "00" * 32 + sig[66:]),
+                          "invalid_signature"),
+        "signature s=n": (_with(good, X_Signature=sig[:66] + f"{N:064x}" + sig[-2:]),
+                          "invalid_signature"),
+        "signature that recovers no key": (
+            # r = 5: no curve point has x = 5, so nothing can be recovered.
+            _with(good, X_Signature="0x" + f"{5:064x}" + "11" * 32 + "1b"),
+            "invalid_signature"),
+        "address too short": (_with(good, X_User_Address=signer.address[:-1]),
+                              "malformed_message"),
+        "address not hex": (_with(good, X_User_Address="0x" + "g" * 40), "malformed_message"),
+        "oversized address header": (_with(good, X_User_Address="0x" + "a" * 5000),
+                                     "malformed_message"),
+        "oversized message header": (_with(good, X_Signed_Message="b64:" + "A" * 10_000),
+                                     "malformed_message"),
+    }
+
+
+NEGATIVE_NAMES = list(_negative_cases(Signer.new(), Signer.new()))
+
+
+@pytest.mark.parametrize("case", NEGATIVE_NAMES)
+def test_refusals_have_specific_codes(make_gateway, case) -> None:
+    gateway = make_gateway(plugins="auth_crypto,auth_internal", extra_plugins=[Probe()])
+    signer, other = Signer.new(), Signer.new()
+    headers, code = _negative_cases(signer, other)[case]
+    result = client_for(gateway).simulate_get("/api/v1/probe/whoami", headers=headers)
+    assert_401(result, code)
+    assert headers["X-Signature"] not in result.text  # never echo the signature
+
+
+def test_siwe_chain_id_allow_list(make_gateway, signer) -> None:
+    gateway = make_gateway(plugins="auth_crypto,auth_internal",
+                           settings={"FLOWORK_SIWE_CHAIN_IDS": "1, 137"})
+    client = client_for(gateway)
+    assert profile(client, signer.siwe_headers(chain_id=137)).status_code == 200
+    assert_401(profile(client, signer.siwe_headers(chain_id=5)), "malformed_message")
+
+
+def test_window_and_skew_are_configurable(make_gateway, signer) -> None:
+    gateway = make_gateway(plugins="auth_crypto,auth_internal",
+                           settings={"FLOWORK_AUTH_WINDOW_S": "30",
+                                     "FLOWORK_AUTH_FUTURE_SKEW_S": "0"})
+    client = client_for(gateway)
+    now = int(time.time())
+    assert profile(client, signer.headers(timestamp=now - 10)).status_code == 200
+    assert_401(profile(client, signer.headers(timestamp=now - 60)), "stale_signature")
+    assert_401(profile(client, signer.headers(timestamp=now + 5)), "stale_signature")
+
+
+# -- speed: coincurve, cache --------------------------------------------------------------------
+
+
+def test_recovery_uses_coincurve(monkeypatch, auth_gateway, signer) -> None:
+    import coincurve
+    from eth_keys.backends import CoinCurveECCBackend
+
+    assert isinstance(verify.KEYS.backend, CoinCurveECCBackend)
+    calls = []
+    original = coincurve.keys.PublicKey.from_signature_and_message
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(coincurve.keys.PublicKey, "from_signature_and_message", spy)
+    client = client_for(auth_gateway)
+    headers = signer.headers()
+    assert client.simulate_get("/api/v1/probe/whoami", headers=headers).status_code == 200
+    assert len(calls) == 1
+    # The second request with the same signature is served from the cache: no recovery.
+    assert client.simulate_get("/api/v1/probe/whoami", headers=headers).status_code == 200
+    assert len(calls) == 1
+
+
+def test_warm_request_makes_no_database_query(monkeypatch, auth_gateway, signer) -> None:
+    client = client_for(auth_gateway)
+    headers = signer.headers()
+    queries = count_queries(monkeypatch, auth_gateway)
+    assert client.simulate_get("/api/v1/probe/whoami", headers=headers).status_code == 200
+    assert queries  # the first one registered the user
+    queries.clear()
+    assert client.simulate_get("/api/v1/probe/whoami", headers=headers).status_code == 200
+    assert queries == []
+
+
+def test_cached_signature_never_outlives_its_message(make_gateway, signer) -> None:
+    gateway = make_gateway(plugins="auth_crypto,auth_internal")
+    client = client_for(gateway)
+    now = int(time.time())
+    set_clock(gateway, now)
+    headers = signer.headers(timestamp=now)
+    assert profile(client, headers).status_code == 200
+    set_clock(gateway, now + 301)
+    assert_401(profile(client, headers), "stale_signature")
+
+    utc = dt.datetime.fromtimestamp(now, dt.UTC)
+    siwe = signer.siwe_headers(issued_at=utc, lifetime_s=600)
+    set_clock(gateway, now)
+    assert profile(client, siwe).status_code == 200
+    set_clock(gateway, now + 600)
+    assert_401(profile(client, siwe), "stale_signature")
+
+
+def test_failures_are_not_cached(make_gateway, signer) -> None:
+    gateway = make_gateway(plugins="auth_crypto,auth_internal")
+    client = client_for(gateway)
+    now = time.time()
+    not_before = dt.datetime.fromtimestamp(int(now) + 30, dt.UTC)
+    headers = signer.siwe_headers(not_before=not_before)
+    set_clock(gateway, now)
+    assert_401(profile(client, headers), "stale_signature")
+    set_clock(gateway, now + 31)
+    assert profile(client, headers).status_code == 200
+
+
+# -- logout / revocation ---------------------------------------------------------------------
+
+
+def test_logout_revokes_earlier_messages_and_allows_later_ones(client, signer) -> None:
+    now = int(time.time())
+    before = signer.headers(timestamp=now - 5)
+    siwe_before = signer.siwe_headers(issued_at=dt.datetime.fromtimestamp(now - 5, dt.UTC))
+    assert profile(client, before).status_code == 200
+    assert profile(client, siwe_before).status_code == 200
+    result = client.simulate_post("/api/v1/auth/logout", headers=before)
+    assert result.status_code == 200
+    assert isinstance(result.json["message"], str)
+    assert_401(profile(client, before), "revoked")
+    assert_401(profile(client, siwe_before), "revoked")
+    assert_401(profile(client, signer.headers(timestamp=now - 1)), "revoked")
+    # Signed after the logout: works (legacy and SIWE).
+    assert profile(client, signer.headers(timestamp=now + 2)).status_code == 200
+    later = dt.datetime.fromtimestamp(now + 2, dt.UTC)
+    assert profile(client, signer.siwe_headers(issued_at=later)).status_code == 200
+
+
+def test_logout_does_not_touch_other_users(client, make_signer) -> None:
+    alice, bob = make_signer(), make_signer()
+    bob_headers = bob.headers()
+    assert profile(client, bob_headers).status_code == 200
+    assert client.simulate_post("/api/v1/auth/logout", headers=alice.headers()).status_code == 200
+    assert profile(client, bob_headers).status_code == 200
+
+
+def test_logout_is_seen_by_another_instance_within_5_seconds(make_gateway, signer) -> None:
+    first, second = make_gateway(), make_gateway()  # two instances, one database
+    a, b = client_for(first), client_for(second)
+    now = int(time.time())
+    headers = signer.headers(timestamp=now - 1)
+    assert profile(a, headers).status_code == 200
+    assert profile(b, headers).status_code == 200  # now cached on the second instance
+    assert a.simulate_post("/api/v1/auth/logout", headers=headers).status_code == 200
+    logged_out = time.monotonic()
+    assert_401(profile(a, headers), "revoked")
+    while True:
+        result = profile(b, headers)
+        if result.status_code == 401:
+            break
+        assert result.status_code == 200
+        assert time.monotonic() - logged_out < 5, "second instance still accepts the signature"
+        time.sleep(0.1)
+    assert_401(result, "revoked")
+    assert profile(b, signer.headers(timestamp=now + 2)).status_code == 200
+
+
+def test_concurrent_first_requests_create_one_user(make_gateway, signer) -> None:
+    gateway = make_gateway(plugins="auth_crypto,auth_internal", extra_plugins=[Probe()])
+    client = client_for(gateway)
+    headers = signer.headers()
+    statuses: list[int] = []
+    start = threading.Barrier(8)
+
+    def hit() -> None:
+        start.wait()
+        statuses.append(client.simulate_get("/api/v1/probe/whoami", headers=headers).status_code)
+
+    threads = [threading.Thread(target=hit) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 8
+    token = gateway.activate()
+    try:
+        assert Account.select().where(Account.address == signer.address.lower()).count() == 1
+    finally:
+        deactivate(token)
+        gateway.release_db()
+
+
+# -- account hooks ----------------------------------------------------------------------------
+
+
+def _find(gateway, identifier: str):
+    token = gateway.activate()
+    try:
+        return gateway.find_account(identifier)
+    finally:
+        deactivate(token)
+        gateway.release_db()
+
+
+def test_resolve_account_accepts_canonical_forms_and_creates(auth_gateway, signer) -> None:
+    lower = signer.address.lower()
+    upper = "0x" + signer.address[2:].upper()
+    accounts = [_find(auth_gateway, form) for form in (signer.address, lower, upper)]
+    assert {a.id for a in accounts} == {accounts[0].id}
+    assert accounts[0].address == lower
+    assert accounts[0].username == signer.address
+
+
+def test_resolve_account_refuses_a_bad_checksum(auth_gateway, signer) -> None:
+    body = signer.address[2:]
+    # Flip the case of one letter: still mixed case, checksum now wrong.
+    i = next(i for i, c in enumerate(body) if c.isalpha())
+    broken = "0x" + body[:i] + body[i].swapcase() + body[i + 1:]
+    with pytest.raises(GatewayError) as caught:
+        _find(auth_gateway, broken)
+    assert caught.value.code == "invalid_identifier"
+    assert caught.value.status_code == 400
+
+
+def test_resolve_account_leaves_usernames_to_the_kernel(auth_gateway) -> None:
+    assert _find(auth_gateway, "nobody-by-that-name") is None
+
+
+# -- OpenAPI -------------------------------------------------------------------------------------
+
+
+def test_openapi_describes_auth_routes_and_security_schemes(client) -> None:
+    doc = client.simulate_get("/api/v1/openapi.json").json
+    for path in ("/auth/profile", "/auth/logout", "/auth/register", "/auth/login"):
+        assert path in doc["paths"]
+    assert "401" in doc["paths"]["/auth/profile"]["get"]["responses"]
+    assert "501" in doc["paths"]["/auth/login"]["post"]["responses"]
+    schemes = doc["components"]["securitySchemes"]
+    found = {name: (s["in"], s["name"]) for name, s in schemes.items()}
+    assert found.items() >= {
+        "UserAddress": ("header", "X-User-Address"),
+        "UserSignature": ("header", "X-Signature"),
+        "UserSignedMessage": ("header", "X-Signed-Message"),
+        "EngineToken": ("header", "X-Engine-Token"),
+        "ApiKey": ("header", "X-API-Key"),
+    }.items()
