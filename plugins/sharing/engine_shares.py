@@ -7,12 +7,11 @@ nothing about engines that exist.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 import falcon
 import peewee
-from gateway_plugins.engines.models import Engine
+from gateway_plugins.engines.models import Engine, engine_json
 
 from gateway_kernel import Account, utcnow
 from gateway_kernel.errors import bad_request, conflict, not_found
@@ -113,10 +112,6 @@ def delete_share(engine: Engine, shared_user_id: str) -> None:
     EngineShare.delete().where(EngineShare.id == share.id).execute()
 
 
-def is_online(last_seen: dt.datetime | None, online_s: int) -> bool:
-    return last_seen is not None and utcnow() - last_seen <= dt.timedelta(seconds=online_s)
-
-
 # -- contract hooks --------------------------------------------------------------------------
 
 
@@ -210,15 +205,14 @@ class SharedEnginesResource:
             .where(EngineShare.account == _caller(req).id)
             .order_by(peewee.fn.LOWER(Engine.name), Engine.id)
         )
+        now = utcnow()
         result = []
         for share in query:
             engine = share.engine
             owner = engine.owner
+            # engine_json is the engines plugin's shape and online rule, so both lists agree.
             result.append({
-                "id": engine.id,
-                "name": engine.name,
-                "status": "online" if is_online(engine.last_seen, self.online_s) else "offline",
-                "last_seen": isoformat(engine.last_seen),
+                **engine_json(engine, self.online_s, now),
                 "owner": {
                     "user_id": owner.public_address,
                     "username": owner.username,

@@ -14,8 +14,6 @@ from .models import MIGRATIONS, MODELS
 from .openapi import openapi_part
 
 DEFAULT_SHARE_BASE_URL = "https://flowork.cloud/shared"
-#: Used when the engines plugin does not declare FLOWORK_ENGINE_ONLINE_S (its default).
-DEFAULT_ONLINE_S = 120
 
 
 def parse_base_url(value: Any) -> str:
@@ -37,13 +35,13 @@ class SharingPlugin(GatewayPlugin):
 
     def __init__(self) -> None:
         self.share_base_url = DEFAULT_SHARE_BASE_URL
-        self.online_s = DEFAULT_ONLINE_S
+        self.online_s = 0
 
     @hookimpl
     def gateway_configure(self, gateway: Gateway) -> None:
         self.share_base_url = gateway.config["FLOWORK_SHARE_BASE_URL"]
-        # The engines plugin owns the online window; read it, do not redefine it.
-        self.online_s = gateway.config.get("FLOWORK_ENGINE_ONLINE_S", DEFAULT_ONLINE_S)
+        # The engines plugin (required) declares the online window; read it, never redefine it.
+        self.online_s = gateway.config["FLOWORK_ENGINE_ONLINE_S"]
 
     @hookimpl
     def gateway_models(self) -> list:
