@@ -355,6 +355,8 @@ def test_recovery_uses_coincurve(monkeypatch, auth_gateway, signer) -> None:
         return original(*args, **kwargs)
 
     monkeypatch.setattr(coincurve.keys.PublicKey, "from_signature_and_message", spy)
+    # eth_keys' default backend follows this variable; ours must not.
+    monkeypatch.setenv("ECC_BACKEND_CLASS", "eth_keys.backends.NativeECCBackend")
     client = client_for(auth_gateway)
     headers = signer.headers()
     assert client.simulate_get("/api/v1/probe/whoami", headers=headers).status_code == 200

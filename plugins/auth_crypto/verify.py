@@ -60,8 +60,10 @@ def parse_signature(signature: str) -> tuple[int, int, int]:
 def recover_address(message: bytes, vrs: tuple[int, int, int]) -> bytes:
     """The 20-byte address whose key made ``vrs`` over ``message`` (EIP-191)."""
     try:
-        signature = KEYS.Signature(vrs=vrs)
-        public_key = signature.recover_public_key_from_msg_hash(eip191_hash(message))
+        # Through KEYS (explicit backend): Signature's own recover_* methods would use
+        # eth_keys' default backend, which ECC_BACKEND_CLASS can turn into pure Python.
+        signature = KEYS.Signature(vrs=vrs, backend=KEYS.backend)
+        public_key = KEYS.ecdsa_recover(eip191_hash(message), signature)
     except (BadSignature, ValidationError) as exc:
         raise InvalidSignature("signature does not recover to a public key") from exc
     return public_key.to_canonical_address()
