@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from typing import Any
 
@@ -31,6 +32,27 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
 
 _MISSING = object()
 
+#: Deepest JSON nesting accepted. json's C parser recurses once per level, and py_ecc (pulled
+#: in by eth_account) raises the recursion limit to 100000, so ~100k nested brackets (a
+#: 200 KB body) would overflow the C stack and kill the process instead of raising.
+MAX_JSON_DEPTH = 512
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_JSON_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def _too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # the usual case: no scan at all
+        return False
+    depth = 0
+    for match in _JSON_BRACKET.finditer(_JSON_STRING.sub(b"", raw)):
+        if match.group() in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
 
 def read_json(req: falcon.Request, limit: int | None = None, default: Any = _MISSING) -> Any:
     """The JSON body, parsed; 400 ``invalid_body`` for bad JSON, 413 over ``limit``.
@@ -45,9 +67,11 @@ def read_json(req: falcon.Request, limit: int | None = None, default: Any = _MIS
         if default is not _MISSING:
             return default
         raise bad_request("Request body must be JSON")
+    if _too_deep(raw):
+        raise bad_request(f"Request body nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         return json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise bad_request("Request body is not valid JSON") from None
 
 
