@@ -47,6 +47,8 @@ def ensure_account(address: str, defaults: dict[str, Any]) -> Account:
 
 def find_by_username(username: str) -> Account | None:
     """Case-insensitive username lookup."""
+    if "\x00" in username:  # no stored name has one, and PostgreSQL refuses it in a query
+        return None
     return (
         Account.select()
         .where(peewee.fn.LOWER(Account.username) == username.lower())
