@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 
 import falcon.testing
@@ -14,6 +15,8 @@ from gateway_kernel import Account, GatewayError, Principal
 from gateway_kernel.db import deactivate, utcnow
 
 API = "/api/v1"
+#: The product as shipped (the proxy sink included), so no route of ours falls through.
+PLUGINS = os.environ.get("FLOWORK_TEST_SHARING_PLUGINS", "bundled")
 
 
 class Env:
@@ -56,7 +59,7 @@ class Env:
 
 @pytest.fixture
 def env(make_gateway, make_signer) -> Env:
-    return Env(make_gateway(), make_signer)
+    return Env(make_gateway(PLUGINS), make_signer)
 
 
 @pytest.fixture
@@ -130,8 +133,9 @@ def test_share_errors(env, users) -> None:
     engine_id = env.engine(alice)
     path = f"/engines/{engine_id}/shares"
 
-    r = share(env, alice, engine_id, "nobody-by-this-name")
-    assert (r.status_code, r.json["code"]) == (404, "user_not_found")
+    for nobody in ("nobody-by-this-name", "nul\x00name"):
+        r = share(env, alice, engine_id, nobody)
+        assert (r.status_code, r.json["code"]) == (404, "user_not_found")
     for me in (alice.address, alice.address.lower()):
         r = share(env, alice, engine_id, me)
         assert (r.status_code, r.json["code"]) == (400, "cannot_share_with_self")
@@ -292,7 +296,7 @@ def test_delete_share_of_user_not_shared_with_is_not_found(env, users) -> None:
     other_engine = env.engine(alice, "other")
     assert share(env, alice, other_engine, bob.address).status_code == 201
     env.get("/user/shared-engines", mallory)
-    for who in (bob.address, mallory.address, "someone", "0x" + "0" * 40):
+    for who in (bob.address, mallory.address, "someone", "0x" + "0" * 40, "nul%00", "x" * 300):
         r = env.delete(f"/engines/{engine_id}/shares/{who}", alice)
         assert (r.status_code, r.json["code"]) == (404, "not_found"), who
     assert len(env.get(f"/engines/{other_engine}/shares", alice).json) == 1
@@ -344,7 +348,7 @@ def test_gui_aliases_behave_like_seed_routes(env, users) -> None:
 
 
 def test_shared_engines_lists_status_and_sorts_by_name(make_gateway, make_signer) -> None:
-    env = Env(make_gateway(settings={"FLOWORK_ENGINE_ONLINE_S": "60"}), make_signer)
+    env = Env(make_gateway(PLUGINS, settings={"FLOWORK_ENGINE_ONLINE_S": "60"}), make_signer)
     alice, carol, bob = make_signer(), make_signer(), make_signer()
     zeta = env.engine(alice, "zeta")
     alpha = env.engine(carol, "Alpha")

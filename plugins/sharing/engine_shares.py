@@ -95,7 +95,8 @@ def create_share(gateway: Gateway, engine: Engine, owner: Account, identifier: s
 def delete_share(engine: Engine, shared_user_id: str) -> None:
     """Remove the share of ``engine`` with the user whose address is ``shared_user_id``."""
     value = shared_user_id.strip()
-    if not value or len(value) > _MAX_IDENTIFIER:
+    # No address has control characters (and PostgreSQL refuses NUL in a query).
+    if not value or len(value) > _MAX_IDENTIFIER or not value.isprintable():
         raise not_found("Share not found")
     # Addresses arrive in any case (the list shows checksummed ones; stored canonical).
     share = (
