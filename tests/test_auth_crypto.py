@@ -14,6 +14,8 @@ import falcon.testing
 import pytest
 from gateway_plugins.auth_crypto import verify
 from gateway_plugins.auth_crypto.signing import Signer, encode_b64_message, legacy_message, siwe_message
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gateway_kernel import Account, GatewayError, GatewayPlugin, Route, hookimpl
 from gateway_kernel.db import deactivate
@@ -536,3 +538,166 @@ def test_openapi_describes_auth_routes_and_security_schemes(client) -> None:
         "EngineToken": ("header", "X-Engine-Token"),
         "ApiKey": ("header", "X-API-Key"),
     }.items()
+
+
+# -- SIWE format details ----------------------------------------------------------------------
+
+
+def _siwe_lines(address: str, **replace: str) -> list[str]:
+    utc = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    fields = {
+        "header": "localhost wants you to sign in with your Ethereum account:",
+        "address": address,
+        "statement": "Sign in to Flowork.",
+        "URI": "https://localhost/login",
+        "Version": "1",
+        "Chain ID": "1",
+        "Nonce": "abcd1234EFGH",
+        "Issued At": (utc - dt.timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "Expiration Time": (utc + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    fields.update(replace)
+    lines = [fields["header"], fields["address"], ""]
+    if fields["statement"] is not None:
+        lines += [fields["statement"], ""]
+    for key in ("URI", "Version", "Chain ID", "Nonce", "Issued At", "Expiration Time"):
+        lines.append(f"{key}: {fields[key]}")
+    return lines
+
+
+def _siwe_text(signer: Signer, variant: str) -> str:
+    lines = _siwe_lines(signer.address)
+    utc = dt.datetime.now(dt.UTC)
+    if variant == "plain":
+        pass
+    elif variant == "no statement, one blank line":
+        lines = _siwe_lines(signer.address, statement=None)
+    elif variant == "no statement, two blank lines (EIP-4361 ABNF)":
+        lines = _siwe_lines(signer.address, statement=None)
+        lines.insert(3, "")
+    elif variant == "scheme prefix on the domain":
+        lines[0] = "https://localhost wants you to sign in with your Ethereum account:"
+    elif variant == "lowercase address":
+        lines = _siwe_lines(signer.address.lower())
+    elif variant == "offset and fractional times":
+        lines[-2] = "Issued At: " + (utc - dt.timedelta(seconds=5)).astimezone(
+            dt.timezone(dt.timedelta(hours=2))).isoformat(timespec="milliseconds")
+    elif variant == "not before, request id and resources":
+        lines += ["Not Before: " + (utc - dt.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                  "Request ID: req-42", "Resources:", "- ipfs://bafybeiemxf5abjwjbikoz4mc3a3dla6ual",
+                  "- https://example.com/my-web2-claim.json"]
+    # refused:
+    elif variant == "bad checksum address":
+        body = signer.address[2:]
+        i = next(i for i, c in enumerate(body) if c.isalpha())
+        lines[1] = "0x" + body[:i] + body[i].swapcase() + body[i + 1:]
+    elif variant == "trailing newline":
+        lines.append("")
+    elif variant == "CRLF line breaks":
+        return "\r\n".join(lines)
+    elif variant == "Version 2":
+        lines = _siwe_lines(signer.address, Version="2")
+    elif variant == "Chain ID not a number":
+        lines = _siwe_lines(signer.address, **{"Chain ID": "mainnet"})
+    elif variant == "nonce with symbols":
+        lines = _siwe_lines(signer.address, Nonce="abcd-1234-efgh")
+    elif variant == "time without offset":
+        lines = _siwe_lines(signer.address, **{"Issued At": "2024-01-01T00:00:00"})
+    elif variant == "fields out of order":
+        lines[-3], lines[-4] = lines[-4], lines[-3]
+    elif variant == "unknown field":
+        lines.append("Favourite Colour: blue")
+    elif variant == "statement over two lines":
+        lines[3:4] = ["line one", "line two"]
+    elif variant == "expiration before issued at":
+        lines = _siwe_lines(signer.address, **{
+            "Expiration Time": (utc - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    elif variant == "missing uri":
+        lines = [line for line in lines if not line.startswith("URI: ")]
+    else:  # pragma: no cover
+        raise AssertionError(variant)
+    return "\n".join(lines)
+
+
+SIWE_ACCEPTED = ["plain", "no statement, one blank line",
+                 "no statement, two blank lines (EIP-4361 ABNF)", "scheme prefix on the domain",
+                 "lowercase address", "offset and fractional times",
+                 "not before, request id and resources"]
+SIWE_REFUSED = ["bad checksum address", "trailing newline", "CRLF line breaks", "Version 2",
+                "Chain ID not a number", "nonce with symbols", "time without offset",
+                "fields out of order", "unknown field", "statement over two lines",
+                "expiration before issued at", "missing uri"]
+
+
+@pytest.mark.parametrize("variant", SIWE_ACCEPTED + SIWE_REFUSED)
+def test_siwe_parser(auth_gateway, signer, variant) -> None:
+    text = _siwe_text(signer, variant)
+    result = client_for(auth_gateway).simulate_get("/api/v1/probe/whoami",
+                                                   headers=_siwe_signed(signer, text))
+    if variant in SIWE_ACCEPTED:
+        assert result.status_code == 200, result.text
+    else:
+        assert_401(result, "malformed_message")
+
+
+def test_siwe_b64_padding_is_optional(auth_gateway, signer) -> None:
+    text = next(t for t in (siwe_message(signer.address, statement="x" * n) for n in range(1, 4))
+                if len(t.encode()) % 3)  # so that base64 needs padding
+    headers = _siwe_signed(signer, text)
+    padded = "b64:" + base64.urlsafe_b64encode(text.encode()).decode()
+    assert padded.endswith("=") and not headers["X-Signed-Message"].endswith("=")
+    client = client_for(auth_gateway)
+    for message in (headers["X-Signed-Message"], padded):
+        result = client.simulate_get("/api/v1/probe/whoami",
+                                     headers={**headers, "X-Signed-Message": message})
+        assert result.status_code == 200, result.text
+
+
+def test_cheap_checks_run_before_key_recovery(monkeypatch, auth_gateway, signer) -> None:
+    import coincurve
+
+    calls = []
+    original = coincurve.keys.PublicKey.from_signature_and_message
+    monkeypatch.setattr(coincurve.keys.PublicKey, "from_signature_and_message",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    client = client_for(auth_gateway)
+    now = int(time.time())
+    refused = [
+        signer.headers(timestamp=now - 1000),
+        signer.headers(message="hello"),
+        signer.siwe_headers(domain="evil.example"),
+        signer.siwe_headers(lifetime_s=10 * 86400),
+        _with(signer.headers(), X_Signed_Message="b64:" + "A" * 9000),
+    ]
+    for headers in refused:
+        assert client.simulate_get("/api/v1/probe/whoami", headers=headers).status_code == 401
+    assert calls == []
+
+
+# -- robustness: whatever the headers, a 401 envelope, never a 500 ---------------------------
+
+_header_text = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_categories=("Cc",)),
+    max_size=300,
+)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    address=st.one_of(_header_text, st.from_regex(r"0x[0-9a-fA-F]{40}", fullmatch=True)),
+    signature=st.one_of(_header_text, st.from_regex(r"0x[0-9a-fA-F]{130}", fullmatch=True)),
+    message=st.one_of(
+        _header_text,
+        st.builds(lambda a, t: f"flowork_api_auth|{a}|{t}",
+                  st.from_regex(r"0x[0-9a-fA-F]{40}", fullmatch=True),
+                  st.integers(min_value=-10, max_value=10**13)),
+        st.builds(lambda b: "b64:" + base64.urlsafe_b64encode(b).decode(), st.binary(max_size=400)),
+    ),
+)
+def test_arbitrary_headers_never_break_auth(auth_gateway, address, signature, message) -> None:
+    headers = {"X-User-Address": address, "X-Signature": signature, "X-Signed-Message": message}
+    result = client_for(auth_gateway).simulate_get("/api/v1/probe/whoami", headers=headers)
+    assert result.status_code == 401, result.text
+    assert result.json["code"] in {"missing_auth", "malformed_message", "stale_signature",
+                                   "address_mismatch", "invalid_signature"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -126,7 +127,10 @@ class CryptoUserScheme(AuthScheme):
         if len(address) > 42 or len(signature) > 132 or len(text) > messages.MAX_MESSAGE_HEADER:
             raise unauthorized("malformed_message", "An authentication header is too long")
         now = self.clock()
-        key = (address.lower(), text, signature.lower())
+        # Long (SIWE) messages are keyed by digest so a full cache stays a few MB.
+        message_key = text if len(text) <= 128 else hashlib.sha256(
+            text.encode("utf-8", "surrogatepass")).digest()
+        key = (address.lower(), message_key, signature.lower())
         verified = self.verified.get(key, now)
         fresh = verified is None
         if verified is None:
