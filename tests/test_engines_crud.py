@@ -88,6 +88,13 @@ def test_bad_json_and_oversized_body(client, signer):
     assert (r.status_code, r.json["code"]) == (413, "body_too_large")
 
 
+def test_deeply_nested_body_is_refused_not_a_crash(client, signer):
+    # ~100k levels used to overflow the C stack inside json.loads (segfault).
+    r = client.simulate_post(f"{API}/user/engines", body=b"[" * 100_000 + b"]" * 100_000,
+                             headers=signer.headers())
+    assert (r.status_code, r.json["code"]) == (400, "invalid_body")
+
+
 def test_routes_need_a_signed_user(client):
     r = client.simulate_get(f"{API}/user/engines")
     assert r.status_code == 401
