@@ -1,7 +1,189 @@
-from gateway_kernel import GatewayPlugin
+"""The proxy plugin: the authenticated catch-all and the public proxies (API.md, "Proxy").
+
+It decides nothing about engines itself: the target of a user's request comes from the
+``flowork_resolve_engine`` hook (the engines plugin), and every forwarded request passes
+through the ``flowork_proxy_request`` hook, where any plugin may add headers, log or refuse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import falcon
+
+from gateway_kernel import API_PREFIX, ConfigError, Gateway, GatewayPlugin, Route, Setting, Sink, hookimpl
+from gateway_kernel.config import as_int, as_networks, as_optional_str
+from gateway_kernel.errors import unavailable
+from gateway_kernel.openapi import error, op, path_param
+
+from .forward import Forwarder, ProxySettings, engine_base
+
+ENGINE_HEADER = "X-Flowork-Engine-ID"
+OFFLINE_RETRY_AFTER_S = 5
+GIB = 1024**3
+MIB = 1024**2
+
+
+def as_seconds(minimum: float, maximum: float) -> Any:
+    """A duration in (possibly fractional) seconds within [minimum, maximum]."""
+
+    def parse(value: Any) -> float:
+        if isinstance(value, bool):
+            raise ValueError("expected a number of seconds")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"expected a number of seconds, got {value!r}") from None
+        if not minimum <= number <= maximum:
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        return number
+
+    return parse
 
 
 class ProxyPlugin(GatewayPlugin):
     name = "proxy"
     version = "0.1.0"
     description = "Public and authenticated reverse proxies to Core Engines"
+    settings = (
+        Setting("FLOWORK_PUBLIC_ENGINE_URL", as_optional_str, None,
+                "the engine behind the public proxies (default: none, they answer 503)"),
+        Setting("FLOWORK_TRUSTED_PROXIES", as_networks, (),
+                "peers (CIDRs) whose Forwarded/X-Forwarded-* headers are kept"),
+        Setting("FLOWORK_PROXY_MAX_UPLOAD_BYTES", as_int(0), GIB,
+                "largest request body forwarded to an engine"),
+        Setting("FLOWORK_PROXY_CONNECT_TIMEOUT_S", as_seconds(0.01, 300), 5.0,
+                "connecting to an engine"),
+        Setting("FLOWORK_PROXY_READ_TIMEOUT_S", as_seconds(0.01, 3600), 60.0,
+                "longest silence while reading from or writing to an engine"),
+        Setting("FLOWORK_PROXY_TIMEOUT_S", as_seconds(0.01, 3600), 120.0,
+                "overall deadline for an engine's response headers (after the request body)"),
+        Setting("FLOWORK_PROXY_MAX_DURATION_S", as_seconds(0.01, 86400), 3600.0,
+                "cap on one whole proxied exchange, uploads and downloads included"),
+        Setting("FLOWORK_PROXY_MAX_CONNECTIONS", as_int(1, 10000), 100,
+                "connections to engines per process (all engines)"),
+        Setting("FLOWORK_PROXY_BREAKER_FAILURES", as_int(1, 1000), 5,
+                "consecutive failures that short-circuit an engine"),
+        Setting("FLOWORK_PROXY_BREAKER_COOLDOWN_S", as_seconds(0.01, 3600), 30.0,
+                "how long a failing engine is short-circuited"),
+        Setting("FLOWORK_PROXY_CACHE_BYTES", as_int(0), 32 * MIB,
+                "memory for cached public-proxy answers (0 disables the cache)"),
+        Setting("FLOWORK_PROXY_CACHE_ENTRY_BYTES", as_int(1), 1 * MIB,
+                "largest public-proxy answer that is cached"),
+    )
+
+    def __init__(self) -> None:
+        self.forwarder: Forwarder | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @hookimpl
+    def gateway_configure(self, gateway: Gateway) -> None:
+        config = gateway.config
+        public_url = config["FLOWORK_PUBLIC_ENGINE_URL"]
+        if public_url is not None and engine_base(public_url) is None:
+            raise ConfigError("FLOWORK_PUBLIC_ENGINE_URL: expected an http(s) URL without "
+                              f"credentials, got {public_url!r}")
+        self.forwarder = Forwarder(gateway, ProxySettings(
+            connect_timeout_s=config["FLOWORK_PROXY_CONNECT_TIMEOUT_S"],
+            read_timeout_s=config["FLOWORK_PROXY_READ_TIMEOUT_S"],
+            timeout_s=config["FLOWORK_PROXY_TIMEOUT_S"],
+            max_duration_s=config["FLOWORK_PROXY_MAX_DURATION_S"],
+            max_upload_bytes=config["FLOWORK_PROXY_MAX_UPLOAD_BYTES"],
+            max_connections=config["FLOWORK_PROXY_MAX_CONNECTIONS"],
+            breaker_failures=config["FLOWORK_PROXY_BREAKER_FAILURES"],
+            breaker_cooldown_s=config["FLOWORK_PROXY_BREAKER_COOLDOWN_S"],
+            cache_bytes=config["FLOWORK_PROXY_CACHE_BYTES"],
+            cache_entry_bytes=config["FLOWORK_PROXY_CACHE_ENTRY_BYTES"],
+            trusted_proxies=tuple(config["FLOWORK_TRUSTED_PROXIES"]),
+            public_engine_url=public_url,
+        ))
+
+    @hookimpl
+    def gateway_shutdown(self, gateway: Gateway) -> None:
+        if self.forwarder is not None:
+            self.forwarder.close()
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    @hookimpl
+    def gateway_routes(self, gateway: Gateway) -> list[Route]:
+        assert self.forwarder is not None
+        return [Route(path, PublicProxyResource(self.forwarder), "public") for path in PUBLIC_PATHS]
+
+    @hookimpl
+    def gateway_sinks(self, gateway: Gateway) -> list[Sink]:
+        assert self.forwarder is not None
+        return [Sink("/", UserProxy(gateway, self.forwarder), "user")]
+
+    @hookimpl
+    def gateway_cors_headers(self) -> list[str]:
+        return [ENGINE_HEADER]
+
+    @hookimpl
+    def gateway_openapi(self, gateway: Gateway) -> dict[str, Any]:
+        return openapi_part()
+
+
+PUBLIC_PATHS = ("/localization/{lang_code}", "/news", "/components/{type}/{id}/icon")
+
+
+class PublicProxyResource:
+    """GET/HEAD on a public path → the configured public engine; other methods are 405."""
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self.forwarder = forwarder
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
+        self.forwarder.forward_public(req, resp, req.path[len(API_PREFIX):])
+
+    on_head = on_get
+
+
+class UserProxy:
+    """The catch-all sink: a signed-in user's request to their (or a shared) engine."""
+
+    def __init__(self, gateway: Gateway, forwarder: Forwarder) -> None:
+        self.gateway = gateway
+        self.forwarder = forwarder
+
+    def __call__(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
+        principal = req.context.principal
+        engine_id = (req.get_header(ENGINE_HEADER) or "").strip()
+        target = self.gateway.hook.flowork_resolve_engine(
+            gateway=self.gateway, principal=principal,
+            engine_id=None if engine_id in ("", "null") else engine_id,
+        )
+        if target is None or not target.url or not (target.online or target.static):
+            raise unavailable("engine_offline", "No online engine to handle this request",
+                              OFFLINE_RETRY_AFTER_S)
+        self.forwarder.forward_user(req, resp, path, principal, target)
+
+
+def openapi_part() -> dict[str, Any]:
+    """The public proxy routes (the authenticated catch-all has no fixed paths)."""
+    answer = {
+        "200": {"description": "The public engine's answer, passed through unchanged "
+                               "(cached when its Cache-Control allows)"},
+        "502": error("The public engine could not be reached", "engine_unreachable"),
+        "503": error("No public engine configured, or it failed repeatedly (see Retry-After)",
+                     "no_public_engine", "engine_unavailable"),
+        "504": error("The public engine did not answer in time", "engine_timeout"),
+    }
+    params = {
+        "/localization/{lang_code}": [path_param("lang_code", "Language code, e.g. en")],
+        "/news": [],
+        "/components/{type}/{id}/icon": [path_param("type", "Component type"),
+                                         path_param("id", "Component id")],
+    }
+    summaries = {
+        "/localization/{lang_code}": "Localization strings (public engine)",
+        "/news": "News feed (public engine)",
+        "/components/{type}/{id}/icon": "Component icon (public engine)",
+    }
+    paths: dict[str, Any] = {}
+    for path in PUBLIC_PATHS:
+        get = op(summaries[path], "public", answer, parameters=params[path], tags=["proxy"],
+                 errors={404: ["not_found"]})
+        paths[path] = {"get": get, "head": {**get, "summary": summaries[path] + ", headers only"}}
+    return {"paths": paths}

@@ -1,0 +1,386 @@
+"""Real loopback servers for the proxy tests: an engine stand-in and a waitress gateway.
+
+``Upstream`` is a threaded HTTP/1.1 server on 127.0.0.1 that records what it receives and
+answers by path (below ``/api/v1``):
+
+- ``/status/<code>``: that status, ``X-Custom: teapot``, a small JSON body
+- ``/gzip``: a gzip-encoded JSON body (``Content-Encoding: gzip``), the bytes in ``GZIP_BODY``
+- ``/download?size=N``: N deterministic bytes (``pattern_bytes``), streamed in chunks
+- ``/chunked?size=N``: the same without Content-Length (chunked)
+- ``/connection``: ``Connection: X-Bar, Keep-Alive`` with ``X-Bar`` and ``Keep-Alive`` headers
+- ``/hang``: reads the request, never answers (until the server closes)
+- ``/drip-headers?interval=S``: the status line and headers one byte every S seconds
+- ``/drip?n=N&interval=S``: headers at once, then N body bytes one every S seconds
+- ``/gated``: headers and ``first`` at once, ``second`` after ``gate`` is set
+- ``/endless``: an endless body; ``disconnected`` is set when the reader goes away
+- ``/cached?cc=<Cache-Control>&vary=<Vary>``: counts hits, answers with those headers
+- anything else: 200 JSON echo of method, raw target, headers, body length and SHA-256
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from gateway_kernel import GatewayPlugin, hookimpl
+from gateway_kernel.errors import GatewayError, not_found, unavailable
+from gateway_kernel.hookspecs import EngineTarget
+
+GZIP_BODY = gzip.compress(json.dumps({"compressed": True, "pad": "x" * 2000}).encode(), mtime=0)
+CHUNK = 64 * 1024
+
+
+def pattern_bytes(size: int) -> Iterator[bytes]:
+    """``size`` deterministic, non-repeating-per-chunk bytes, in 64 KiB chunks."""
+    sent = 0
+    counter = 0
+    while sent < size:
+        block = hashlib.sha256(counter.to_bytes(8, "big")).digest() * (CHUNK // 32)
+        block = block[: min(CHUNK, size - sent)]
+        counter += 1
+        sent += len(block)
+        yield block
+
+
+def pattern_sha256(size: int) -> str:
+    digest = hashlib.sha256()
+    for block in pattern_bytes(size):
+        digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Seen:
+    method: str
+    target: str  # the raw request target, exactly as received
+    headers: list[tuple[str, str]]  # lowercase names, in order, duplicates kept
+    length: int
+    sha256: str
+
+    def header(self, name: str) -> str | None:
+        values = [v for n, v in self.headers if n == name]
+        return ", ".join(values) if values else None
+
+    def names(self) -> set[str]:
+        return {n for n, _ in self.headers}
+
+
+class Upstream:
+    """A loopback engine stand-in (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.requests: list[Seen] = []
+        self.hits: dict[str, int] = {}
+        self.gate = threading.Event()
+        self.release = threading.Event()
+        self.disconnected = threading.Event()
+        self._lock = threading.Lock()
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # quiet
+                pass
+
+            def _handle(self) -> None:
+                digest = hashlib.sha256()
+                length = 0
+                remaining = int(self.headers.get("Content-Length") or 0)
+                while remaining > 0:
+                    chunk = self.rfile.read(min(CHUNK, remaining))
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    length += len(chunk)
+                    remaining -= len(chunk)
+                seen = Seen(self.command, self.path,
+                            [(k.lower(), v) for k, v in self.headers.items()],
+                            length, digest.hexdigest())
+                with upstream._lock:
+                    upstream.requests.append(seen)
+                parts = urlsplit(self.path)
+                query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                route = parts.path.removeprefix("/api/v1")
+                try:
+                    upstream.answer(self, route, query, seen)
+                except (BrokenPipeError, ConnectionResetError):
+                    upstream.disconnected.set()
+                    self.close_connection = True
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def last(self) -> Seen:
+        with self._lock:
+            return self.requests[-1]
+
+    def __enter__(self) -> Upstream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- answers ---------------------------------------------------------------------------
+
+    def answer(self, h: BaseHTTPRequestHandler, route: str, query: dict[str, str],
+               seen: Seen) -> None:
+        head = h.command == "HEAD"
+        if route.startswith("/status/"):
+            code = int(route.rsplit("/", 1)[1])
+            body = json.dumps({"status": code}).encode()
+            self._send(h, code, body, [("X-Custom", "teapot"), ("X-Other", "two")],
+                       head=head)
+        elif route == "/gzip":
+            self._send(h, 200, GZIP_BODY, [("Content-Encoding", "gzip")], head=head)
+        elif route in ("/download", "/chunked"):
+            size = int(query.get("size", "0"))
+            h.send_response(200)
+            h.send_header("Content-Type", "application/octet-stream")
+            if route == "/download":
+                h.send_header("Content-Length", str(size))
+            else:
+                h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            if head:
+                return
+            for block in pattern_bytes(size):
+                if route == "/download":
+                    h.wfile.write(block)
+                else:
+                    h.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+            if route == "/chunked":
+                h.wfile.write(b"0\r\n\r\n")
+        elif route == "/connection":
+            self._send(h, 200, b'{"ok":true}', [
+                ("Connection", "X-Bar, Keep-Alive"), ("X-Bar", "secret-hop"),
+                ("Keep-Alive", "timeout=5"), ("X-Kept", "yes"),
+                ("Proxy-Authenticate", "Basic"), ("Set-Cookie", "engine=1"),
+                ("Access-Control-Allow-Origin", "https://evil.example"),
+            ], head=head)
+        elif route == "/hang":
+            self.release.wait(60)
+            h.close_connection = True
+        elif route == "/drip-headers":
+            interval = float(query.get("interval", "0.05"))
+            raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Slow: " + b"y" * 200 + b"\r\n\r\nok"
+            for i in range(len(raw)):
+                if self.release.is_set():
+                    break
+                h.wfile.write(raw[i:i + 1])
+                h.wfile.flush()
+                time.sleep(interval)
+            h.close_connection = True
+        elif route == "/drip":
+            n = int(query.get("n", "10"))
+            interval = float(query.get("interval", "0.05"))
+            h.send_response(200)
+            h.send_header("Content-Length", str(n))
+            h.end_headers()
+            for _ in range(n):
+                if self.release.is_set():
+                    break
+                h.wfile.write(b"d")
+                h.wfile.flush()
+                time.sleep(interval)
+        elif route == "/gated":
+            h.send_response(200)
+            h.send_header("Content-Length", str(len(b"first") + len(b"second")))
+            h.end_headers()
+            h.wfile.write(b"first")
+            h.wfile.flush()
+            self.gate.wait(30)
+            h.wfile.write(b"second")
+        elif route == "/endless":
+            h.send_response(200)
+            h.send_header("Content-Length", str(1 << 40))
+            h.end_headers()
+            block = b"e" * CHUNK
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not self.release.is_set():
+                h.wfile.write(block)
+            h.close_connection = True
+        elif route.startswith("/cached") or route in ("/news",) or route.startswith(
+                ("/localization/", "/components/")):
+            with self._lock:
+                self.hits[route] = self.hits.get(route, 0) + 1
+                count = self.hits[route]
+            headers = [("Content-Type", "application/json")]
+            if "cc" in query:
+                headers.append(("Cache-Control", query["cc"]))
+            if "vary" in query:
+                headers.append(("Vary", query["vary"]))
+            body = json.dumps({"route": route, "hit": count,
+                               "accept_encoding": seen.header("accept-encoding")}).encode()
+            self._send(h, 200, body, headers, head=head)
+        else:
+            body = json.dumps({
+                "method": seen.method, "target": seen.target,
+                "headers": dict(seen.headers), "length": seen.length, "sha256": seen.sha256,
+            }).encode()
+            self._send(h, 200, body, [("Content-Type", "application/json")], head=head)
+
+    @staticmethod
+    def _send(h: BaseHTTPRequestHandler, code: int, body: bytes,
+              headers: list[tuple[str, str]], head: bool = False) -> None:
+        h.send_response(code)
+        names = {n.lower() for n, _ in headers}
+        if "content-type" not in names:
+            h.send_header("Content-Type", "application/json")
+        for name, value in headers:
+            h.send_header(name, value)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if not head:
+            h.wfile.write(body)
+
+
+def refused_url() -> str:
+    """A loopback URL where nothing listens (connections are refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+class WaitressServer:
+    """A WSGI app under a real waitress server in a thread, on a free loopback port."""
+
+    def __init__(self, app: object, threads: int = 4) -> None:
+        import waitress.server
+
+        self.server = waitress.server.create_server(app, host="127.0.0.1", port=0,
+                                                    threads=threads, channel_timeout=30)
+        self.port = self.server.effective_port  # type: ignore[union-attr]
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> WaitressServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.close()
+        self.server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+
+
+class FlakyServer:
+    """A raw loopback server that handles connection *i* per ``plans[i]``: ``"drop"`` closes
+    it after reading the request (no answer at all); ``"ok"`` answers 200 ``ok``. Connections
+    beyond the list are dropped. ``accepted`` counts connections."""
+
+    def __init__(self, plans: list[str]) -> None:
+        self.plans = list(plans)
+        self.accepted = 0
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(8)
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            plan = self.plans[self.accepted] if self.accepted < len(self.plans) else "drop"
+            self.accepted += 1
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                try:
+                    while b"\r\n\r\n" not in data:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                    if plan == "ok":
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+                                     b"Connection: close\r\n\r\nok")
+                except OSError:
+                    pass
+
+    def __enter__(self) -> FlakyServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sock.close()
+
+
+# -- test plugins --------------------------------------------------------------------------------
+
+ENGINE_A = "0b1a4c2e-0000-4000-8000-00000000000a"
+ENGINE_B = "0b1a4c2e-0000-4000-8000-00000000000b"
+
+
+class Resolver(GatewayPlugin):
+    """Stands in for the engines plugin: engine id → URL, and a default engine."""
+
+    name = "test_resolver"
+    version = "1"
+
+    def __init__(self, urls: dict[str, str], default: str | None = None,
+                 static: bool = False) -> None:
+        self.urls = dict(urls)
+        self.default = default
+        self.static = static
+        self.calls: list[tuple[str, str | None]] = []
+
+    @hookimpl
+    def flowork_resolve_engine(self, gateway, principal, engine_id):
+        self.calls.append((principal.account.public_address, engine_id))
+        engine_id = engine_id or self.default
+        if engine_id is None:
+            raise unavailable("engine_offline", "No online engine", 5)
+        if engine_id not in self.urls:
+            raise not_found()
+        return EngineTarget(engine_id, self.urls[engine_id], True, self.static)
+
+
+class RequestHook(GatewayPlugin):
+    """Implements ``flowork_proxy_request``: adds headers, or refuses a path."""
+
+    name = "test_request_hook"
+    version = "1"
+
+    def __init__(self, add: dict[str, str] | None = None, refuse: str | None = None) -> None:
+        self.add = add or {}
+        self.refuse = refuse
+        self.seen: list[tuple[str, str, dict[str, str]]] = []
+
+    @hookimpl
+    def flowork_proxy_request(self, gateway, principal, target, method, path, headers):
+        self.seen.append((method, path, dict(headers)))
+        if self.refuse is not None and path.startswith(self.refuse):
+            raise GatewayError(404, "not_found", "Refused by policy")
+        headers.update(self.add)
