@@ -19,6 +19,16 @@ CHANNEL_TIMEOUT_S = 60  # idle connection closed after this
 CONNECTION_LIMIT = 200  # open sockets beyond this wait in the listen backlog
 
 
+def waitress_options() -> dict[str, object]:
+    """The waitress settings of ``serve`` (also used by bench/ceiling.py, the baseline app)."""
+    return {
+        "channel_timeout": CHANNEL_TIMEOUT_S,
+        "connection_limit": CONNECTION_LIMIT,
+        "ident": "flowork-gateway",
+        "clear_untrusted_proxy_headers": True,
+    }
+
+
 def _build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowork-gateway",
@@ -112,10 +122,7 @@ def _serve(gateway: Gateway, args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         threads=args.threads,
-        channel_timeout=CHANNEL_TIMEOUT_S,
-        connection_limit=CONNECTION_LIMIT,
-        ident="flowork-gateway",
-        clear_untrusted_proxy_headers=True,
+        **waitress_options(),
     )
     return 0
 
