@@ -1,0 +1,802 @@
+"""The benchmark suite: one table of ratios, each measured against a baseline in the same run.
+
+    .venv/bin/python bench/run.py                       # full run (about 6 minutes)
+    .venv/bin/python bench/run.py --smoke               # about a minute, no targets asserted
+    .venv/bin/python bench/run.py --output docs/PERFORMANCE.md
+    .venv/bin/python bench/run.py --rows health,warm    # only some rows (for profiling)
+
+Every server is its own subprocess on a free 127.0.0.1 port, served by waitress with the
+settings of ``flowork-gateway serve``; the load comes from another process (``wrk`` when
+installed, else ``bench/loadgen.py``). Baseline and subject alternate within each round and
+a row's ratio is the median of its per-round ratios, because this machine is shared and noisy.
+
+Exit status: 0, unless a row crashed or any response of any row was not a 2xx (then 1).
+Targets are reported (pass/miss) but not asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import platform
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import loadgen  # noqa: E402
+
+API = "/api/v1"
+NOTES_FILE = ROOT / "docs" / "performance-notes.md"
+GATEWAY_ENV_PREFIXES = ("FLOWORK_", "DATABASE_URL", "GATEWAY_SECRET_TOKEN", "ECC_BACKEND_CLASS")
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+GIB = 1 << 30
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    duration: float  # seconds measured per side per round
+    warmup: float  # seconds of load before each measurement, not counted
+    rounds: int  # baseline/subject pairs per request row
+    transfer_bytes: int
+    transfer_rounds: int
+    many_engines: int
+    threads: int = 8  # waitress threads of every server (the serve default)
+    connections: int = 8  # concurrent keep-alive connections of the load generator
+
+
+FULL = Mode("full", duration=5, warmup=1, rounds=3, transfer_bytes=GIB, transfer_rounds=2,
+            many_engines=10_000)
+SMOKE = Mode("smoke", duration=1, warmup=0, rounds=1, transfer_bytes=32 * MIB,
+             transfer_rounds=1, many_engines=10_000)
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def clean_env(settings: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(GATEWAY_ENV_PREFIXES)}
+    env.update(settings)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size of ``pid`` (Linux /proc), or None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class Server:
+    """One server subprocess on 127.0.0.1 with its own log file."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], workdir: Path,
+                 health: str = API + "/system/health") -> None:
+        self.name = name
+        self.port = free_port()
+        self.health = health
+        self.log_path = workdir / f"{name}.log"
+        self._log = open(self.log_path, "wb")  # closed in stop()
+        self.proc = subprocess.Popen(
+            [*argv, "--host", "127.0.0.1", "--port", str(self.port)],
+            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir,
+        )
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_up(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                if httpx.get(self.base + self.health, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not come up in {timeout} s:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+def gateway_argv(threads: int) -> list[str]:
+    exe = Path(sys.executable).parent / ("flowork-gateway.exe" if os.name == "nt" else "flowork-gateway")
+    return [str(exe) if exe.exists() else "flowork-gateway", "serve", "--threads", str(threads)]
+
+
+# -- signatures -------------------------------------------------------------------------------
+
+
+def checksum_address(raw: bytes) -> str:
+    from eth_hash.auto import keccak
+
+    lower = raw.hex()
+    digest = keccak(lower.encode()).hex()
+    pairs = zip(lower, digest[:40], strict=True)
+    return "0x" + "".join(c.upper() if int(d, 16) >= 8 else c for c, d in pairs)
+
+
+class FastSigner:
+    """An Ethereum key that signs legacy Flowork messages through libsecp256k1 directly
+    (about 50 µs a signature: enough to give every request of a row its own)."""
+
+    def __init__(self) -> None:
+        from coincurve import PrivateKey
+        from eth_hash.auto import keccak
+
+        self._keccak = keccak
+        self._key = PrivateKey(secrets.token_bytes(32))
+        public = self._key.public_key.format(compressed=False)[1:]
+        self.address = checksum_address(keccak(public)[-20:])
+
+    def headers(self, timestamp: int | None = None) -> dict[str, str]:
+        text = f"flowork_api_auth|{self.address}|{int(time.time()) if timestamp is None else timestamp}"
+        data = text.encode()
+        digest = self._keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+        signature = bytearray(self._key.sign_recoverable(digest, hasher=None))
+        signature[64] += 27
+        return {"X-User-Address": self.address, "X-Signature": "0x" + signature.hex(),
+                "X-Signed-Message": text, "X-Payload-Version": "2"}
+
+
+def fresh_header_sets(count: int, base: str, extra: dict[str, str]) -> list[dict[str, str]]:
+    """``count`` header sets, no two alike (distinct messages), all valid for the next
+    ~100 s; their addresses are registered first so the row measures verification only."""
+    per_key = 240  # timestamps now-200 .. now+39: inside the default 300 s / 60 s window
+    now = int(time.time())
+    sets: list[dict[str, str]] = []
+    with httpx.Client(timeout=30) as client:
+        for _ in range(math.ceil(count / per_key)):
+            signer = FastSigner()
+            r = client.get(base + API + "/auth/profile", headers=signer.headers(now - 250))
+            r.raise_for_status()
+            for ts in range(now - 200, now - 200 + min(per_key, count - len(sets))):
+                sets.append({**signer.headers(ts), **extra})
+    return sets
+
+
+# -- seeding ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Seed:
+    """What a seeded gateway holds for the bench user."""
+
+    signer: FastSigner
+    engine_ids: list[str]
+    tokens: list[str]
+
+
+def seed_gateway(base: str, own_engines: int = 3, other_users: int = 7) -> Seed:
+    """The bench user owns ``own_engines``; ``other_users`` own one each (10 engines)."""
+    signer = FastSigner()
+    ids: list[str] = []
+    tokens: list[str] = []
+    with httpx.Client(base_url=base + API, timeout=30) as client:
+        for i in range(own_engines):
+            r = client.post("/user/engines", json={"name": f"bench engine {i}"},
+                            headers=signer.headers())
+            r.raise_for_status()
+            ids.append(r.json()["id"])
+            tokens.append(r.json()["raw_token"])
+        for i in range(other_users):
+            r = client.post("/user/engines", json={"name": f"other engine {i}"},
+                            headers=FastSigner().headers())
+            r.raise_for_status()
+    return Seed(signer, ids, tokens)
+
+
+def add_filler_engines(database_url: str, count: int) -> None:
+    """Insert ``count`` engines of one filler user straight into a gateway's database (the
+    10,000-engine row; through the API this would take minutes)."""
+    from gateway_kernel import create_gateway
+    from gateway_plugins.auth_internal.tokens import token_digest
+    from gateway_plugins.engines.models import Engine
+
+    gateway = create_gateway(environ={"DATABASE_URL": database_url, "FLOWORK_PLUGINS": "bundled"})
+    token = gateway.activate()
+    try:
+        gateway.migrate()
+        owner = gateway.ensure_account(FastSigner().address.lower())
+        rows = [{"owner": owner.id, "name": f"filler {i}",
+                 "token_digest": token_digest(secrets.token_hex(16))} for i in range(count)]
+        with gateway.db.atomic():
+            for start in range(0, count, 500):
+                Engine.insert_many(rows[start:start + 500]).execute()
+    finally:
+        from gateway_kernel.db import deactivate
+
+        deactivate(token)
+        gateway.close()
+
+
+def heartbeat(base: str, token: str, url: str) -> None:
+    r = httpx.post(base + API + "/engine/heartbeat", json={"url": url},
+                   headers={"X-Engine-Token": token}, timeout=30)
+    r.raise_for_status()
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str | None]:
+    """A fresh database on ``admin_url``'s server (dropped afterwards), or None if there is
+    no PostgreSQL to talk to."""
+    try:
+        import psycopg2
+    except ImportError:
+        yield None
+        return
+    name = f"flowork_bench_{os.getpid()}_{secrets.token_hex(3)}"
+    try:
+        admin = psycopg2.connect(admin_url, connect_timeout=3)
+    except psycopg2.Error:
+        yield None
+        return
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        base, _, _ = admin_url.rpartition("/")
+        yield f"{base}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+HeaderFactory = Callable[[], list[dict[str, str]]]
+
+
+@dataclass
+class Side:
+    """One side of a row: a server, a path, and the headers of its requests."""
+
+    label: str
+    server: Server
+    path: str
+    headers: HeaderFactory = lambda: [{}]
+
+
+def measure(side: Side, mode: Mode, workdir: Path) -> loadgen.LoadResult:
+    header_sets = side.headers()
+    if mode.warmup <= 0:  # still open the connections and warm the code paths a little
+        with httpx.Client(timeout=30) as client:
+            for h in header_sets[:1]:
+                for _ in range(20):
+                    client.get(side.server.base + side.path, headers=h)
+    if loadgen.wrk_path():
+        return loadgen.run_wrk(side.server.base + side.path, header_sets, mode.connections,
+                               mode.duration, mode.warmup)
+    spec = workdir / "loadgen-spec.json"
+    spec.write_text(json.dumps({
+        "host": "127.0.0.1", "port": side.server.port, "path": side.path,
+        "header_sets": header_sets, "connections": mode.connections,
+        "duration": mode.duration, "warmup": mode.warmup,
+    }))
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "loadgen.py"), "http", str(spec)],
+                          capture_output=True, text=True,
+                          timeout=mode.duration + mode.warmup + 120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"loadgen failed: {proc.stderr}")
+    return loadgen.LoadResult(**json.loads(proc.stdout))
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    key: str
+    title: str
+    value: str = ""
+    p50: str = "—"
+    p99: str = "—"
+    non2xx: int = 0
+    errors: int = 0
+    baseline: str = ""
+    baseline_value: str = ""
+    ratio: float | None = None
+    ratio_text: str = ""
+    target: str = "—"
+    met: bool | None = None
+    note: str = ""
+    failed: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def fmt_rps(value: float) -> str:
+    return f"{value:,.0f} req/s"
+
+
+def compare(key: str, title: str, baseline: Side, subject: Side, mode: Mode, workdir: Path,
+            target: float | None = None) -> Row:
+    """Alternate baseline and subject for ``mode.rounds`` rounds; median per-round ratio."""
+    base_runs: list[loadgen.LoadResult] = []
+    subj_runs: list[loadgen.LoadResult] = []
+    ratios: list[float] = []
+    for round_no in range(mode.rounds):
+        order = (baseline, subject) if round_no % 2 == 0 else (subject, baseline)
+        got: dict[int, loadgen.LoadResult] = {}
+        for side in order:
+            got[id(side)] = measure(side, mode, workdir)
+        b, s = got[id(baseline)], got[id(subject)]
+        base_runs.append(b)
+        subj_runs.append(s)
+        ratios.append(s.rps / b.rps if b.rps else 0.0)
+    ratio = statistics.median(ratios)
+    row = Row(
+        key=key, title=title,
+        value=fmt_rps(statistics.median(r.rps for r in subj_runs)),
+        p50=f"{statistics.median(r.p50_ms for r in subj_runs):.2f}",
+        p99=f"{statistics.median(r.p99_ms for r in subj_runs):.2f}",
+        non2xx=sum(r.non2xx for r in subj_runs + base_runs),
+        errors=sum(r.errors for r in subj_runs + base_runs),
+        baseline=baseline.label,
+        baseline_value=(f"{fmt_rps(statistics.median(r.rps for r in base_runs))} "
+                        f"(p50 {statistics.median(r.p50_ms for r in base_runs):.2f} ms, "
+                        f"p99 {statistics.median(r.p99_ms for r in base_runs):.2f} ms)"),
+        ratio=ratio,
+        ratio_text=f"{ratio:.2f}",
+        extra={"subject_rps": statistics.median(r.rps for r in subj_runs),
+               "baseline_rps": statistics.median(r.rps for r in base_runs)},
+    )
+    if target is not None:
+        row.target = f"≥ {target:g}"
+        row.met = ratio >= target
+    if any(r.header_sets_reused for r in subj_runs + base_runs):
+        row.note = "header sets ran out and were reused (some requests were warm)"
+    return row
+
+
+class RssSampler:
+    """Peak resident memory of a process while a block runs (sampled every 10 ms)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before = rss_kib(pid)
+        self.peak = self.before or 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            value = rss_kib(self.pid)
+            if value is not None and value > self.peak:
+                self.peak = value
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        value = rss_kib(self.pid)
+        if value is not None and value > self.peak:
+            self.peak = value
+
+    @property
+    def growth_mib(self) -> float | None:
+        return None if self.before is None else (self.peak - self.before) / 1024
+
+
+def run_transfer(server: Server, path: str, headers: dict[str, str], direction: str,
+                 size: int, workdir: Path) -> loadgen.TransferResult:
+    spec = workdir / "transfer-spec.json"
+    spec.write_text(json.dumps({"host": "127.0.0.1", "port": server.port, "path": path,
+                                "headers": headers, "direction": direction, "bytes": size}))
+    proc = subprocess.run([sys.executable, str(BENCH_DIR / "loadgen.py"), "transfer", str(spec)],
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"transfer failed: {proc.stderr}")
+    data = json.loads(proc.stdout)
+    return loadgen.TransferResult(status=data["status"], bytes=data["bytes"],
+                                  seconds=data["seconds"])
+
+
+def compare_transfer(direction: str, direct: Server, gateway: Server,
+                     headers: Callable[[], dict[str, str]], mode: Mode,
+                     workdir: Path) -> list[Row]:
+    """Direct to the stub engine vs through the proxy; throughput ratio and RSS growth."""
+    size = mode.transfer_bytes
+    if direction == "download":
+        path = f"{API}/bench/download?bytes={size}"
+    else:
+        path = f"{API}/bench/upload"
+    label = f"{size / GIB:g} GiB" if size >= GIB else f"{size // MIB} MiB"
+    ratios: list[float] = []
+    growth: list[float] = []
+    direct_speed: list[float] = []
+    proxy_speed: list[float] = []
+    bad = 0
+    for round_no in range(mode.transfer_rounds):
+        results: dict[str, loadgen.TransferResult] = {}
+        for which in (("direct", "proxy") if round_no % 2 == 0 else ("proxy", "direct")):
+            if which == "direct":
+                results[which] = run_transfer(direct, path, headers(), direction, size, workdir)
+            else:
+                with RssSampler(gateway.proc.pid) as sampler:
+                    results[which] = run_transfer(gateway, path, headers(), direction, size,
+                                                  workdir)
+                if sampler.growth_mib is not None:
+                    growth.append(sampler.growth_mib)
+        for result in results.values():
+            if not 200 <= result.status < 300 or result.bytes != size:
+                bad += 1
+        direct_speed.append(results["direct"].mib_per_s)
+        proxy_speed.append(results["proxy"].mib_per_s)
+        d = results["direct"].mib_per_s
+        ratios.append(results["proxy"].mib_per_s / d if d else 0.0)
+    ratio = statistics.median(ratios)
+    rows = [Row(
+        key=direction, title=f"{direction} {label} through the proxy",
+        value=f"{statistics.median(proxy_speed):,.0f} MiB/s", non2xx=bad,
+        baseline=f"{direction} {label} {'from' if direction == 'download' else 'to'} the stub "
+                 f"engine directly",
+        baseline_value=f"{statistics.median(direct_speed):,.0f} MiB/s",
+        ratio=ratio, ratio_text=f"{ratio:.2f}",
+        target="≥ 0.5" if mode.name == "full" else "—",
+        met=(ratio >= 0.5) if mode.name == "full" else None,
+        note="" if bad == 0 else "a transfer failed or was short",
+    )]
+    peak = max(growth) if growth else None
+    rows.append(Row(
+        key=f"{direction}_rss", title=f"{direction} {label}: gateway peak RSS growth",
+        value="n/a (no /proc)" if peak is None else f"{peak:.1f} MiB",
+        baseline="RSS before the transfer", baseline_value="—",
+        target="< 64 MiB" if mode.name == "full" else "—",
+        met=(peak < 64) if (peak is not None and mode.name == "full") else None,
+    ))
+    return rows
+
+
+# -- the suite ----------------------------------------------------------------------------------
+
+
+ROW_KEYS = ("health", "warm", "cold", "original", "original_cold", "proxy", "authinfo",
+            "postgres", "download", "upload")
+
+
+class Suite:
+    """Starts every server, seeds them, runs the rows, stops everything."""
+
+    def __init__(self, mode: Mode, rows: Sequence[str], workdir: Path, postgres_url: str) -> None:
+        self.mode = mode
+        self.rows_wanted = list(rows)
+        self.workdir = workdir
+        self.postgres_url = postgres_url
+        self.servers: list[Server] = []
+        self.rows: list[Row] = []
+        self.secret = secrets.token_hex(24)
+
+    def _gateway(self, name: str, database_url: str, argv: list[str] | None = None,
+                 extra_env: dict[str, str] | None = None) -> Server:
+        env = clean_env({"DATABASE_URL": database_url, "GATEWAY_SECRET_TOKEN": self.secret,
+                         **(extra_env or {})})
+        server = Server(name, argv or gateway_argv(self.mode.threads), env, self.workdir)
+        self.servers.append(server)
+        return server
+
+    def _python_server(self, name: str, script: str, *args: str) -> Server:
+        argv = [sys.executable, str(BENCH_DIR / script), "--threads", str(self.mode.threads),
+                *args]
+        server = Server(name, argv, clean_env({}), self.workdir)
+        self.servers.append(server)
+        return server
+
+    def wants(self, *keys: str) -> bool:
+        return any(k in self.rows_wanted for k in keys)
+
+    def run(self) -> list[Row]:
+        mode, work = self.mode, self.workdir
+        sqlite = f"sqlite:///{(work / 'main.db').as_posix()}"
+        many_db = f"sqlite:///{(work / 'many.db').as_posix()}"
+        original_db = f"sqlite:///{(work / 'original.db').as_posix()}"
+        pg_context = postgres_database(self.postgres_url) if self.wants("postgres") \
+            else contextlib.nullcontext(None)
+        try:
+            with pg_context as pg_url:
+                if self.wants("authinfo"):  # the filler engines go in before that server starts
+                    add_filler_engines(many_db, mode.many_engines - 10)
+                ceiling = self._python_server("ceiling", "ceiling.py")
+                stub = self._python_server("stub-engine", "ceiling.py", "--max-body", str(4 * GIB))
+                gateway = self._gateway("gateway", sqlite)
+                many = self._gateway("gateway-10k", many_db) if self.wants("authinfo") else None
+                original = None
+                if self.wants("original", "original_cold"):
+                    original = self._gateway(
+                        "gateway-original", original_db,
+                        [sys.executable, str(BENCH_DIR / "original_design.py"),
+                         "--threads", str(mode.threads)],
+                        {"ECC_BACKEND_CLASS": "eth_keys.backends.NativeECCBackend"})
+                pg = self._gateway("gateway-postgres", pg_url) if pg_url else None
+                for server in self.servers:
+                    server.wait_up()
+                self._rows(ceiling, stub, gateway, many, original, pg,
+                           postgres_missing=self.wants("postgres") and pg_url is None)
+        finally:
+            for server in self.servers:
+                server.stop()
+        return self.rows
+
+    def _attempt(self, keys: Sequence[str], fn: Callable[[], Row | list[Row]]) -> None:
+        if not self.wants(*keys):
+            return
+        started = time.monotonic()
+        try:
+            result = fn()
+        except Exception as exc:  # a crashed row is reported, the others still run
+            self.rows.append(Row(key=keys[0], title=keys[0], failed=f"{type(exc).__name__}: {exc}"))
+        else:
+            self.rows.extend(result if isinstance(result, list) else [result])
+        print(f"  {', '.join(keys)}: {time.monotonic() - started:.1f} s", file=sys.stderr,
+              flush=True)
+
+    def _rows(self, ceiling: Server, stub: Server, gateway: Server, many: Server | None,
+              original: Server | None, pg: Server | None, postgres_missing: bool) -> None:
+        mode, work = self.mode, self.workdir
+        full = mode.name == "full"
+        seed = seed_gateway(gateway.base)
+        many_seed = seed_gateway(many.base) if many else None
+        orig_seed = seed_gateway(original.base) if original else None
+        pg_seed = seed_gateway(pg.base) if pg else None
+        engines = API + "/user/engines"
+        health = API + "/system/health"
+
+        def signed(s: Seed, extra: dict[str, str] | None = None) -> HeaderFactory:
+            return lambda: [{**s.signer.headers(), **(extra or {})}]
+
+        def cold(server: Server, estimate_key: str, extra: dict[str, str] | None = None
+                 ) -> HeaderFactory:
+            def make() -> list[dict[str, str]]:
+                estimate = self._subject_rps(estimate_key, 3000.0)
+                count = int(estimate * 1.3 * (mode.duration + mode.warmup)) + 500
+                return fresh_header_sets(min(count, 150_000), server.base, extra or {})
+            return make
+
+        ceiling_side = Side("bare Falcon + waitress (ceiling)", ceiling, engines)
+        self._attempt(["health"], lambda: compare(
+            "health", "GET /system/health",
+            Side("ceiling", ceiling, health), Side("gateway", gateway, health),
+            mode, work, 0.8 if full else None))
+        self._attempt(["warm"], lambda: compare(
+            "warm", "signed GET /user/engines, cache warm (SQLite)",
+            ceiling_side, Side("gateway", gateway, engines, signed(seed)),
+            mode, work, 0.5 if full else None))
+        self._attempt(["cold"], lambda: compare(
+            "cold", "signed GET /user/engines, fresh signature per request (SQLite)",
+            ceiling_side, Side("gateway", gateway, engines, cold(gateway, "warm")),
+            mode, work))
+        if original is not None and orig_seed is not None:
+            original_side = Side("original design: pure-Python recovery, no cache", original,
+                                 engines, signed(orig_seed))
+            self._attempt(["original"], lambda: compare(
+                "original", "speed-up: signed GET /user/engines, ours (cache warm) vs original",
+                original_side, Side("gateway", gateway, engines, signed(seed)),
+                mode, work, 20 if full else None))
+            self._attempt(["original_cold"], lambda: compare(
+                "original_cold",
+                "speed-up: signed GET /user/engines, ours (fresh signatures) vs original",
+                original_side, Side("gateway", gateway, engines, cold(gateway, "warm")),
+                mode, work))
+        proxy_headers = {"X-Flowork-Engine-ID": seed.engine_ids[0]}
+
+        def beat() -> None:
+            heartbeat(gateway.base, seed.tokens[0], stub.base)
+
+        def proxied_row() -> Row:
+            beat()
+            path = API + "/bench/echo"
+            return compare(
+                "proxy", "proxied signed GET (small JSON) to the stub engine",
+                Side("stub engine directly", stub, path, signed(seed, proxy_headers)),
+                Side("gateway", gateway, path, signed(seed, proxy_headers)),
+                mode, work, 0.3 if full else None)
+
+        self._attempt(["proxy"], proxied_row)
+        if many is not None and many_seed is not None:
+            info = API + "/engine/get-engine-auth-info"
+            self._attempt(["authinfo"], lambda: compare(
+                "authinfo", f"GET /engine/get-engine-auth-info, {mode.many_engines:,} engines",
+                Side("the same with 10 engines", gateway, info,
+                     lambda: [{"X-Engine-Token": seed.tokens[0]}]),
+                Side("gateway", many, info, lambda: [{"X-Engine-Token": many_seed.tokens[0]}]),
+                mode, work, 0.8 if full else None))
+        if pg is not None and pg_seed is not None:
+            self._attempt(["postgres"], lambda: compare(
+                "postgres", "signed GET /user/engines, cache warm (PostgreSQL)",
+                ceiling_side, Side("gateway", pg, engines, signed(pg_seed)),
+                mode, work, 0.5 if full else None))
+        elif postgres_missing:
+            self.rows.append(Row(key="postgres", title="signed GET /user/engines (PostgreSQL)",
+                                 value="skipped", note=f"no PostgreSQL at {self.postgres_url}"))
+
+        def transfer_headers() -> dict[str, str]:
+            return {**seed.signer.headers(), **proxy_headers}
+
+        for direction in ("download", "upload"):
+            def transfer_rows(direction: str = direction) -> list[Row]:
+                beat()
+                return compare_transfer(direction, stub, gateway, transfer_headers, mode, work)
+
+            self._attempt([direction], transfer_rows)
+
+    def _subject_rps(self, key: str, default: float) -> float:
+        for row in self.rows:
+            if row.key == key and "subject_rps" in row.extra:
+                return float(row.extra["subject_rps"])
+        return default
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def render_table(rows: Sequence[Row]) -> str:
+    head = ("| row | result | p50 ms | p99 ms | non-2xx | baseline | baseline result | ratio "
+            "| target | met |")
+    lines = [head, "|---|---:|---:|---:|---:|---|---:|---:|---|---|"]
+    for r in rows:
+        if r.failed:
+            lines.append(f"| {r.title} | CRASHED: {r.failed} | | | | | | | | ✗ |")
+            continue
+        met = "—" if r.met is None else ("pass" if r.met else "**miss**")
+        errors = f"{r.non2xx}" + (f" (+{r.errors} socket errors)" if r.errors else "")
+        title = r.title + (f" ({r.note})" if r.note else "")
+        lines.append(f"| {title} | {r.value} | {r.p50} | {r.p99} | {errors} | {r.baseline} "
+                     f"| {r.baseline_value} | {r.ratio_text} | {r.target} | {met} |")
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def render_document(mode: Mode, table: str, started: dt.datetime, elapsed: float) -> str:
+    tool = "wrk (-t1)" if loadgen.wrk_path() else "bench/loadgen.py (Python, threads)"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    import falcon
+    import waitress
+
+    lines = [
+        "# Performance",
+        "",
+        "Generated by `.venv/bin/python bench/run.py"
+        + (" --smoke" if mode.name == "smoke" else "") + "`; do not edit by hand. "
+        "The analysis at the end is kept in `docs/performance-notes.md`.",
+        "",
+        f"- **Date**: {started:%Y-%m-%d %H:%M} UTC, {elapsed:.0f} s; mode **{mode.name}**"
+        + (" (short runs, targets not asserted)" if mode.name == "smoke" else ""),
+        f"- **Machine**: {platform.system()} {platform.machine()}, {cpu_model()}, "
+        f"{os.cpu_count()} CPUs (shared; load average {load:.2f} at start); "
+        f"Python {platform.python_version()}, Falcon {falcon.__version__}, "
+        f"waitress {getattr(waitress, '__version__', '') or _dist_version('waitress')}",
+        f"- **Method**: every server is its own process on 127.0.0.1, waitress with "
+        f"`flowork-gateway serve`'s settings and {mode.threads} threads; load from {tool} in "
+        f"another process, {mode.connections} keep-alive connections, closed loop; "
+        f"{mode.duration:g} s per side after {mode.warmup:g} s warm-up, {mode.rounds} "
+        f"round(s) alternating baseline and subject; ratio = median of per-round "
+        f"subject/baseline ratios; result and latencies are medians over rounds. "
+        f"Transfers: one streamed request at a time, {mode.transfer_rounds} round(s); RSS "
+        f"sampled from /proc every 10 ms. Absolute figures vary with the machine's load: "
+        f"read the ratios.",
+        "",
+        table,
+        "",
+    ]
+    if NOTES_FILE.exists():
+        lines += ["## Analysis", "", NOTES_FILE.read_text().strip(), ""]
+    return "\n".join(lines)
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "?"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Flowork Gateway benchmark suite")
+    parser.add_argument("--smoke", action="store_true", help="about a minute; no targets")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="write the document here (e.g. docs/PERFORMANCE.md)")
+    parser.add_argument("--rows", default=",".join(ROW_KEYS),
+                        help=f"comma-separated subset of: {', '.join(ROW_KEYS)}")
+    parser.add_argument("--postgres-url", default=os.environ.get(
+        "FLOWORK_BENCH_POSTGRES_URL", os.environ.get("FLOWORK_TEST_POSTGRES_URL", DEFAULT_POSTGRES)),
+        help="admin URL of a PostgreSQL server (a database is created and dropped)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args(argv)
+    mode = SMOKE if args.smoke else FULL
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
+    unknown = sorted(set(rows) - set(ROW_KEYS))
+    if unknown:
+        parser.error(f"unknown rows {unknown}")
+    started = dt.datetime.now(dt.UTC)
+    clock = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="flowork-bench-"))
+    print(f"bench: mode {mode.name}, work directory {workdir}", file=sys.stderr, flush=True)
+    try:
+        results = Suite(mode, rows, workdir, args.postgres_url).run()
+    finally:
+        if args.keep:
+            print(f"bench: logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    table = render_table(results)
+    print(table)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(render_document(mode, table, started, time.monotonic() - clock))
+    bad = [r for r in results if r.failed or r.non2xx or r.errors]
+    for r in bad:
+        print(f"bench: row {r.key!r} failed: {r.failed or f'{r.non2xx} non-2xx, {r.errors} errors'}",
+              file=sys.stderr)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
