@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 
 import falcon.testing
 import pytest
+
+from gateway_kernel import Account
+from gateway_kernel.db import deactivate, utcnow
 from gateway_plugins.engines.models import Engine
 from gateway_plugins.sharing.models import EngineShare
 
-from gateway_kernel import Account, GatewayError, Principal
-from gateway_kernel.db import deactivate, utcnow
-
 API = "/api/v1"
-#: The product as shipped (the proxy sink included), so no route of ours falls through.
-PLUGINS = os.environ.get("FLOWORK_TEST_SHARING_PLUGINS", "bundled")
 
 
 class Env:
@@ -59,7 +56,7 @@ class Env:
 
 @pytest.fixture
 def env(make_gateway, make_signer) -> Env:
-    return Env(make_gateway(PLUGINS), make_signer)
+    return Env(make_gateway(), make_signer)
 
 
 @pytest.fixture
@@ -348,7 +345,7 @@ def test_gui_aliases_behave_like_seed_routes(env, users) -> None:
 
 
 def test_shared_engines_lists_status_and_sorts_by_name(make_gateway, make_signer) -> None:
-    env = Env(make_gateway(PLUGINS, settings={"FLOWORK_ENGINE_ONLINE_S": "60"}), make_signer)
+    env = Env(make_gateway(settings={"FLOWORK_ENGINE_ONLINE_S": "60"}), make_signer)
     alice, carol, bob = make_signer(), make_signer(), make_signer()
     zeta = env.engine(alice, "zeta")
     alpha = env.engine(carol, "Alpha")
@@ -383,16 +380,11 @@ def auth_info(env: Env, engine_token: str):
     return r.json
 
 
-def proxy_decision(env: Env, user, engine_id: str) -> int:
-    """What the proxy's engine resolution answers ``user`` for ``engine_id`` (404 = refused)."""
-    account = env.run(lambda: Account.get(Account.address == user.address.lower()))
-    principal = Principal(kind="user", scheme="test", account=account)
-    try:
-        env.run(lambda: env.gateway.hook.flowork_resolve_engine(
-            gateway=env.gateway, principal=principal, engine_id=engine_id))
-    except GatewayError as exc:
-        return exc.status_code
-    return 200
+def proxy_decision(env: Env, user, engine_id: str) -> tuple[int, str]:
+    """What the authenticated proxy answers ``user`` asking for ``engine_id``."""
+    headers = {**user.headers(), "X-Flowork-Engine-ID": engine_id}
+    r = env.client.simulate_get(f"{API}/workflows", headers=headers)
+    return r.status_code, r.json["code"]
 
 
 def test_shares_reach_auth_info_and_proxy_and_revocation_is_immediate(env, users) -> None:
@@ -405,15 +397,17 @@ def test_shares_reach_auth_info_and_proxy_and_revocation_is_immediate(env, users
     assert info["roles"] == {alice.address.lower(): "owner", bob.address.lower(): "admin",
                              mallory.address.lower(): "reader"}
     assert sorted(info["authorized_addresses"]) == sorted(info["roles"])
-    # the engine never sent a heartbeat: a guest gets "offline", a revoked guest "not found"
-    assert proxy_decision(env, bob, engine_id) == 503
+    # the engine never sent a heartbeat: a guest may use it (it is offline), a stranger not
+    assert proxy_decision(env, bob, engine_id) == (503, "engine_offline")
+    stranger = env.make_signer()
+    assert proxy_decision(env, stranger, engine_id) == (404, "not_found")
 
     assert env.delete(f"/engines/{engine_id}/shares/{bob.address}", alice).status_code == 200
     info = auth_info(env, engine_token)
     assert bob.address.lower() not in info["authorized_addresses"]
     assert info["roles"] == {alice.address.lower(): "owner", mallory.address.lower(): "reader"}
-    assert proxy_decision(env, bob, engine_id) == 404
-    assert proxy_decision(env, mallory, engine_id) == 503
+    assert proxy_decision(env, bob, engine_id) == (404, "not_found")
+    assert proxy_decision(env, mallory, engine_id) == (503, "engine_offline")
 
 
 def test_contract_hooks(env, users) -> None:

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from urllib.parse import quote
 
 import falcon.testing
 import pytest
-from gateway_plugins.sharing.models import WorkflowLink
 
 from gateway_kernel import Account
 from gateway_kernel.db import deactivate, utcnow
+from gateway_plugins.sharing.models import WorkflowLink
 
 API = "/api/v1"
-#: The product as shipped (the proxy sink included), so no route of ours falls through.
-PLUGINS = os.environ.get("FLOWORK_TEST_SHARING_PLUGINS", "bundled")
 LINK_KEYS = {"share_id", "share_token", "share_url", "permission_level", "link_name",
              "created_at", "expires_at"}
 RESOLVE_KEYS = {"permission_level", "workflow_name", "preset_name", "owner_username",
@@ -56,7 +53,7 @@ class Env:
 
 @pytest.fixture
 def env(make_gateway) -> Env:
-    return Env(make_gateway(PLUGINS))
+    return Env(make_gateway())
 
 
 @pytest.fixture
@@ -202,7 +199,7 @@ def test_invalid_preset_names(env, users, name) -> None:
 
 
 def test_share_base_url_setting(make_gateway, make_signer) -> None:
-    env = Env(make_gateway(PLUGINS, settings={"FLOWORK_SHARE_BASE_URL": "https://example.test/s/"}))
+    env = Env(make_gateway(settings={"FLOWORK_SHARE_BASE_URL": "https://example.test/s/"}))
     r = env.create(make_signer())
     assert r.json["share_url"] == "https://example.test/s/" + r.json["share_token"]
 
