@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import falcon
 import peewee
-from gateway_plugins.engines.models import Engine, engine_json
 
 from gateway_kernel import Account, utcnow
 from gateway_kernel.errors import bad_request, conflict, not_found
 from gateway_kernel.hookspecs import EngineGuest
 from gateway_kernel.http import isoformat, parse_uuid, read_json_object, require_str, send_json
+from gateway_plugins.engines.models import Engine, engine_json
 
 from .models import EngineShare
 

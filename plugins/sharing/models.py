@@ -10,9 +10,9 @@ from __future__ import annotations
 import uuid
 
 import peewee
-from gateway_plugins.engines.models import Engine
 
 from gateway_kernel import Account, BaseModel, create_tables, utcnow
+from gateway_plugins.engines.models import Engine
 
 
 def new_public_id() -> str:
