@@ -22,12 +22,12 @@ from typing import Any
 
 import falcon
 import peewee
-from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
 from gateway_kernel import Gateway, utcnow
 from gateway_kernel.db import run_transaction
 from gateway_kernel.errors import GatewayError, bad_request, conflict, not_found
 from gateway_kernel.http import parse_uuid, read_json_object, send_json
+from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
 from .models import Engine, EngineClaim
 from .resources import account_of

@@ -11,14 +11,15 @@ from typing import Any
 
 import falcon
 import peewee
-from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
 from gateway_kernel import Gateway, utcnow
 from gateway_kernel.accounts import Account
 from gateway_kernel.errors import GatewayError, bad_request, not_found
 from gateway_kernel.http import parse_uuid, read_json_object, require_str, send_json
+from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
 from .models import Engine, engine_json
+from .queries import HotQueries
 from .settings import EnginesConfig
 from .urls import InvalidEngineURL, validate_engine_url
 
@@ -116,17 +117,16 @@ class UpdateName(_Resource):
         send_json(resp, {"message": "Engine name updated", "id": eid, "name": name})
 
 
-class EngineAuthInfo(_Resource):
+class EngineAuthInfo:
     """GET /engine/get-engine-auth-info: who may use this engine, and in which role."""
+
+    def __init__(self, gateway: Gateway, queries: HotQueries) -> None:
+        self.gateway = gateway
+        self.queries = queries
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         eid = engine_id_of(req)
-        owner = (
-            Account.select(Account.address)
-            .join(Engine, on=(Engine.owner == Account.id))
-            .where(Engine.id == eid)
-            .scalar()
-        )
+        owner = self.queries.owner_address(eid)
         if owner is None:
             raise invalid_engine_token()
         roles: dict[str, str] = {owner: "owner"}
