@@ -10,11 +10,11 @@ from contextlib import contextmanager
 
 import falcon.testing
 import pytest
-from gateway_plugins.engines.claims import request_digest
-from gateway_plugins.engines.models import EngineClaim
 
 from gateway_kernel import utcnow
 from gateway_kernel.db import deactivate
+from gateway_plugins.engines.claims import request_digest
+from gateway_plugins.engines.models import EngineClaim
 
 API = "/api/v1"
 

@@ -6,10 +6,10 @@ import uuid
 from contextlib import contextmanager
 
 import pytest
-from gateway_plugins.auth_internal.tokens import is_well_formed
-from gateway_plugins.engines.models import Engine, EngineClaim
 
 from gateway_kernel.db import deactivate
+from gateway_plugins.auth_internal.tokens import is_well_formed
+from gateway_plugins.engines.models import Engine, EngineClaim
 
 API = "/api/v1"
 
