@@ -84,6 +84,10 @@ def create_share(gateway: Gateway, engine: Engine, owner: Account, identifier: s
         with gateway.db.atomic():
             share = EngineShare.create(engine=engine.id, account=guest.id, role=role)
     except peewee.IntegrityError:
+        # The unique pair (already shared) or the foreign key (the engine was deleted by a
+        # concurrent request): the second is a 404 like any engine the caller does not have.
+        if not Engine.select(Engine.id).where(Engine.id == engine.id).exists():
+            raise not_found("Engine not found") from None
         raise conflict("The engine is already shared with this user") from None
     return {
         "message": f"Engine shared with {guest.username}",
