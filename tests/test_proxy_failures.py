@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import falcon.testing
 import pytest
-from gateway_plugins.proxy.forward import UpstreamAborted
 from upstreams import (
     ENGINE_A,
     ENGINE_B,
     FlakyServer,
     Resolver,
     Upstream,
+    UpstreamAborted,
     refused_url,
 )
 

@@ -30,7 +30,8 @@ _CURRENT: ContextVar[Exchange | None] = ContextVar("flowork_proxy_exchange", def
 
 # Cloud metadata endpoints that are not link-local (AWS IPv6, Alibaba, Oracle/Azure wireserver).
 _METADATA = frozenset(
-    ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200", "168.63.129.16")
+    ipaddress.ip_address(a)
+    for a in ("fd00:ec2::254", "100.100.100.200", "192.0.0.192", "168.63.129.16")
 )
 
 

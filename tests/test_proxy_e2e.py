@@ -1,0 +1,146 @@
+"""End to end: the bundled plugins (real engines and sharing resolving the target), and the
+gateway under a real waitress server with a real HTTP client."""
+
+from __future__ import annotations
+
+import hashlib
+
+import httpx
+import pytest
+from upstreams import Upstream, WaitressServer, pattern_sha256
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def upstream():
+    with Upstream() as server:
+        yield server
+
+
+def create_online_engine(client, signer, url, name="engine"):
+    r = client.simulate_post(API + "/user/engines", json={"name": name}, headers=signer.headers())
+    assert r.status_code == 201, r.text
+    engine = r.json
+    r = client.simulate_post(API + "/engine/heartbeat", json={"url": url},
+                             headers={"X-Engine-Token": engine["raw_token"]})
+    assert r.status_code == 200, r.text
+    return engine
+
+
+def test_proxy_through_the_engines_plugin(client, upstream, make_signer):
+    owner, guest = make_signer(), make_signer()
+    engine = create_online_engine(client, owner, upstream.url)
+
+    # the owner's most recently seen online engine is the default target
+    r = client.simulate_get(API + "/workflows", headers=owner.headers())
+    assert r.status_code == 200, r.text
+    seen = upstream.last
+    assert seen.target == "/api/v1/workflows"
+    assert seen.header("x-flowork-engine-id") == engine["id"]
+    assert seen.header("x-flowork-user-id") == owner.address
+
+    # another user: no engine of their own, and the owner's is not theirs
+    r = client.simulate_get(API + "/workflows", headers=guest.headers())
+    assert r.status_code == 503 and r.json["code"] == "engine_offline"
+    assert "retry-after" in r.headers
+    r = client.simulate_get(API + "/workflows",
+                            headers={**guest.headers(), "X-Flowork-Engine-ID": engine["id"]})
+    assert r.status_code == 404 and r.json["code"] == "not_found"
+    r = client.simulate_get(API + "/workflows",
+                            headers={**guest.headers(), "X-Flowork-Engine-ID": "not-a-uuid"})
+    assert r.status_code == 404
+    assert len(upstream.requests) == 1
+
+    # once shared, the guest reaches it, and the engine learns who is asking
+    r = client.simulate_post(API + f"/engines/{engine['id']}/shares",
+                             json={"share_with_identifier": guest.address},
+                             headers=owner.headers())
+    assert r.status_code == 201, r.text
+    r = client.simulate_get(API + "/workflows",
+                            headers={**guest.headers(), "X-Flowork-Engine-ID": engine["id"]})
+    assert r.status_code == 200
+    assert upstream.last.header("x-flowork-user-id") == guest.address
+
+
+def test_static_engine_url_from_configuration(make_gateway, upstream, signer):
+    import falcon.testing
+
+    probe = make_gateway()
+    c = falcon.testing.TestClient(probe)
+    engine = c.simulate_post(API + "/user/engines", json={"name": "static"},
+                             headers=signer.headers()).json
+    # a second instance on the same database, configured with a static URL for this engine
+    gateway = make_gateway(settings={"FLOWORK_ENGINE_URLS": f"{engine['id']}={upstream.url}"})
+    r = falcon.testing.TestClient(gateway).simulate_get(
+        API + "/x", headers={**signer.headers(), "X-Flowork-Engine-ID": engine["id"]})
+    assert r.status_code == 200  # routable without any heartbeat
+    assert upstream.last.header("x-flowork-engine-id") == engine["id"]
+
+
+@pytest.fixture
+def served(gateway, client, upstream, signer):
+    """(base URL, signed headers) of the bundled gateway under waitress, engine online."""
+    create_online_engine(client, signer, upstream.url)
+    with WaitressServer(gateway) as server:
+        yield server.base + API, signer.headers()
+
+
+def test_waitress_large_download_and_upload_by_hash(served):
+    base, auth = served
+    size = 24 * 1024 * 1024 + 11
+    with httpx.Client(timeout=60) as http:
+        digest = hashlib.sha256()
+        with http.stream("GET", base + "/download", params={"size": size}, headers=auth) as r:
+            assert r.status_code == 200
+            assert r.headers["content-length"] == str(size)
+            for chunk in r.iter_raw():
+                digest.update(chunk)
+        assert digest.hexdigest() == pattern_sha256(size)
+
+        def body():
+            yield from (hashlib.sha256(bytes([i % 256])).digest() * 2048 for i in range(400))
+
+        expected = hashlib.sha256(b"".join(body())).hexdigest()
+        r = http.post(base + "/upload", content=body(), headers=auth)  # chunked from the client
+        assert r.status_code == 200, r.text
+        assert r.json()["sha256"] == expected
+        assert r.json()["length"] == 400 * 32 * 2048
+
+
+def test_waitress_connection_named_headers_stripped_both_ways(served, upstream):
+    base, auth = served
+    with httpx.Client(timeout=30) as http:
+        r = http.get(base + "/connection", headers={**auth, "Connection": "X-Foo",
+                                                    "X-Foo": "hop", "X-Keep": "me"})
+    assert r.status_code == 200
+    assert "x-foo" not in upstream.last.names()
+    assert upstream.last.header("x-keep") == "me"
+    assert "x-bar" not in r.headers and "keep-alive" not in r.headers
+    assert r.headers["x-kept"] == "yes"
+
+
+def test_waitress_gzip_byte_identical(served):
+    from upstreams import GZIP_BODY
+
+    base, auth = served
+    with httpx.Client(timeout=30) as http, http.stream(
+        "GET", base + "/gzip", headers={**auth, "Accept-Encoding": "gzip"}
+    ) as r:
+        raw = b"".join(r.iter_raw())
+    assert r.headers["content-encoding"] == "gzip"
+    assert raw == GZIP_BODY
+
+
+def test_waitress_client_disconnect_closes_engine_connection(served, upstream):
+    base, auth = served
+    with httpx.Client(timeout=30) as http, http.stream("GET", base + "/endless",
+                                                        headers=auth) as r:
+        assert r.status_code == 200
+        received = 0
+        for chunk in r.iter_raw():
+            received += len(chunk)
+            if received > 1024 * 1024:
+                break
+    # leaving the block closed the client's connection mid-body
+    assert upstream.disconnected.wait(30), "the engine never saw the client go away"
