@@ -165,6 +165,7 @@ def openapi_part() -> dict[str, Any]:
     answer = {
         "200": {"description": "The public engine's answer, passed through unchanged "
                                "(cached when its Cache-Control allows)"},
+        "default": {"description": "Any other answer of the public engine, passed through"},
         "502": error("The public engine could not be reached", "engine_unreachable"),
         "503": error("No public engine configured, or it failed repeatedly (see Retry-After)",
                      "no_public_engine", "engine_unavailable"),
@@ -183,7 +184,27 @@ def openapi_part() -> dict[str, Any]:
     }
     paths: dict[str, Any] = {}
     for path in PUBLIC_PATHS:
-        get = op(summaries[path], "public", answer, parameters=params[path], tags=["proxy"],
-                 errors={404: ["not_found"]})
-        paths[path] = {"get": get, "head": {**get, "summary": summaries[path] + ", headers only"}}
-    return {"paths": paths}
+        # HEAD is served too (same answer without a body); like the kernel's health route it
+        # is not listed separately.
+        paths[path] = {"get": op(summaries[path], "public", answer, parameters=params[path],
+                                 tags=["proxy"], errors={404: ["not_found"]})}
+    # The authenticated catch-all has no fixed path to list; its own answers are described as
+    # reusable responses (every other answer is the engine's, passed through).
+    catch_all = "Authenticated proxy (any path under /api/v1 that no route owns): "
+    responses = {
+        "ProxyEngineOffline": error(catch_all + "no online engine for the caller, or the one "
+                                    "named in X-Flowork-Engine-ID is offline; see Retry-After",
+                                    "engine_offline"),
+        "ProxyEngineNotFound": error(catch_all + "X-Flowork-Engine-ID names an engine the "
+                                     "caller neither owns nor has shared, or the path has dot "
+                                     "segments", "not_found"),
+        "ProxyEngineUnreachable": error(catch_all + "the engine refused or broke the "
+                                        "connection", "engine_unreachable"),
+        "ProxyEngineTimeout": error(catch_all + "the engine did not answer in time",
+                                    "engine_timeout"),
+        "ProxyEngineUnavailable": error(catch_all + "the engine failed repeatedly and is "
+                                        "short-circuited; see Retry-After", "engine_unavailable"),
+        "ProxyBodyTooLarge": error(catch_all + "the request body exceeds "
+                                   "FLOWORK_PROXY_MAX_UPLOAD_BYTES", "body_too_large"),
+    }
+    return {"paths": paths, "components": {"responses": responses}}
