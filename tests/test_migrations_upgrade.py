@@ -17,11 +17,11 @@ from typing import Any
 import falcon.testing
 import peewee
 import pytest
-from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
 from gateway_kernel import Account, create_gateway
 from gateway_kernel.db import MigrationRecord, migrate
 from gateway_kernel.testing import SERVICE_SECRET
+from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
 ROWS_PER_TABLE = 3
 _NS = uuid.UUID("6f1c2a52-0000-4000-8000-0000000f10a7")
@@ -209,3 +209,29 @@ def test_enabling_more_plugins_on_an_existing_database_keeps_accounts(gateway_da
         assert r.status_code == 200 and r.json == []
     finally:
         full.close()
+
+
+def test_instances_migrating_an_empty_postgres_database_at_once(make_postgres_database):
+    """N instances started together on a new database: one applies each migration, the
+    others wait (advisory lock) and find nothing left to do; none fails."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = make_postgres_database()
+    gateways = [create_gateway(environ={}, settings={"DATABASE_URL": url,
+                                                     "GATEWAY_SECRET_TOKEN": SERVICE_SECRET})
+                for _ in range(4)]
+    barrier = threading.Barrier(len(gateways))
+
+    def start(gateway) -> list[str]:
+        barrier.wait(timeout=30)
+        return gateway.migrate()
+
+    try:
+        with ThreadPoolExecutor(len(gateways)) as pool:
+            applied = list(pool.map(start, gateways))
+        everything = [f"{p}:{m.name}" for p, ms in gateways[0].migration_plan() for m in ms]
+        assert sorted(name for names in applied for name in names) == sorted(everything)
+    finally:
+        for gateway in gateways:
+            gateway.close()
