@@ -141,6 +141,8 @@ REFUSED_URLS = [
     "http://metadata.google.internal/computeMetadata/v1/",
     "http://METADATA.google.internal./",
     "http://metadata/",
+    "http://\uff4detadata.google.internal/",
+    "http://caf\u00e9.example.com/",
     "http://2852039166/",
     "http://0xa9fea9fe/",
     "http://0251.0376.0251.0376/",

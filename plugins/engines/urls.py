@@ -116,6 +116,10 @@ def _split(url: str) -> tuple[str, str]:
         raise InvalidEngineURL(f"url must be at most {MAX_URL_LEN} characters")
     if _CONTROL_OR_SPACE.search(url) or "\\" in url:
         raise InvalidEngineURL("url contains whitespace, control characters or backslashes")
+    if not url.isascii():
+        # IDNA would map e.g. fullwidth letters onto a refused name after our check;
+        # engines with international names report the punycode (xn--) form.
+        raise InvalidEngineURL("url must be ASCII (use punycode for international names)")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a bad port
