@@ -225,11 +225,13 @@ def migrate(db: peewee.Database, plan: Sequence[tuple[str, Iterable[Migration]]]
     applied: list[str] = []
     try:
         with db.connection_context():
-            db.create_tables([MigrationRecord], safe=True)
             locked = is_postgres(db) and not is_cockroach(db)
             if locked:
+                # Before anything else: CREATE TABLE IF NOT EXISTS is not safe against a
+                # concurrent CREATE on PostgreSQL (duplicate key in pg_type).
                 db.execute_sql("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
             try:
+                db.create_tables([MigrationRecord], safe=True)
                 done = {(r.plugin, r.name) for r in MigrationRecord.select()}
                 for plugin, migrations in plan:
                     for migration in migrations:
