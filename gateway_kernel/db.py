@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 import peewee
 from playhouse import db_url
@@ -99,6 +99,18 @@ SQLITE_PRAGMAS = (
 )
 
 
+#: libpq options for every PostgreSQL/CockroachDB connection unless the URL sets them: a
+#: server that accepts TCP but never answers costs ``connect_timeout`` seconds and a 503, not
+#: a worker thread forever; keepalives notice a vanished server on an open connection (~60 s).
+POSTGRES_CONNECT_DEFAULTS: dict[str, int] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
 def default_database_url(cwd: Path | None = None) -> str:
     path = (cwd or Path.cwd()) / "data" / "flowork-gateway.db"
     return f"sqlite:///{path.as_posix()}"
@@ -136,11 +148,14 @@ def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0) -> 
             import playhouse.cockroachdb  # noqa: F401
     else:
         raise ValueError(f"unsupported database URL scheme {parsed.scheme!r}")
+    given = parse_qs(parsed.query)
+    libpq = {k: v for k, v in POSTGRES_CONNECT_DEFAULTS.items() if k not in given}
     return db_url.connect(
         url,
         max_connections=pool_size,
         stale_timeout=300,
         timeout=pool_timeout,
+        **libpq,
     )
 
 
