@@ -167,6 +167,7 @@ class StubEngine:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body are separate writes
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
