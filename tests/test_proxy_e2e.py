@@ -144,3 +144,21 @@ def test_waitress_client_disconnect_closes_engine_connection(served, upstream):
                 break
     # leaving the block closed the client's connection mid-body
     assert upstream.disconnected.wait(30), "the engine never saw the client go away"
+
+
+@pytest.mark.parametrize("chunked", ["0", "1"])
+def test_waitress_engine_cut_off_mid_body_reaches_the_client_as_truncated(
+        make_gateway, upstream, signer, chunked):
+    import falcon.testing
+
+    gateway = make_gateway(settings={"FLOWORK_PROXY_MAX_DURATION_S": "0.5",
+                                     "FLOWORK_PROXY_READ_TIMEOUT_S": "5"})
+    create_online_engine(falcon.testing.TestClient(gateway), signer, upstream.url)
+    with WaitressServer(gateway) as server, httpx.Client(timeout=30) as http:
+        with pytest.raises(httpx.RemoteProtocolError), http.stream(
+            "GET", server.base + API + "/drip", headers=signer.headers(),
+            params={"n": "500", "interval": "0.01", "chunked": chunked},
+        ) as r:
+            assert r.status_code == 200
+            for _ in r.iter_raw():  # never a complete-looking body
+                pass

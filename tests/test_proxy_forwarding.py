@@ -281,6 +281,18 @@ def test_engine_status_and_custom_headers_pass_through(setup, auth, code):
     assert "flowork-gateway" in r.headers["via"]
 
 
+@pytest.mark.parametrize("code", [204, 304])
+def test_bodiless_answers_stay_bodiless(setup, upstream, auth, code):
+    client, _ = setup()
+    r = client.simulate_get(API + f"/status/{code}", headers=auth)
+    assert r.status_code == code
+    assert r.content == b""
+    assert r.headers["x-custom"] == "teapot"
+    assert "content-type" not in r.headers
+    # the engine connection is still in a clean state for the next request
+    assert client.simulate_get(API + "/x", headers=auth).json["method"] == "GET"
+
+
 def test_head_passes_length_without_body(setup, upstream, auth):
     client, _ = setup()
     r = client.simulate_head(API + "/download", query_string="size=12345", headers=auth)

@@ -125,6 +125,7 @@ def test_cache_is_keyed_by_accept_encoding(public, upstream):
     "cc=max-age=0",
     "cc=max-age=60&vary=Accept-Language",
     "cc=max-age=60&vary=*",
+    "cc=max-age=60&cookie=1",
     "",  # no Cache-Control: no heuristic caching
 ])
 def test_uncacheable_answers_are_not_cached(public, upstream, query):
@@ -133,6 +134,7 @@ def test_uncacheable_answers_are_not_cached(public, upstream, query):
     second = client.simulate_get(API + "/localization/en", query_string=query)
     assert (first.json["hit"], second.json["hit"]) == (1, 2)
     assert "age" not in second.headers
+    assert "set-cookie" not in second.headers
 
 
 def test_cached_entries_expire(public, upstream):

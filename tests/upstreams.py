@@ -3,17 +3,18 @@
 ``Upstream`` is a threaded HTTP/1.1 server on 127.0.0.1 that records what it receives and
 answers by path (below ``/api/v1``):
 
-- ``/status/<code>``: that status, ``X-Custom: teapot``, a small JSON body
+- ``/status/<code>``: that status, ``X-Custom: teapot``, a small JSON body (none for 204/304)
 - ``/gzip``: a gzip-encoded JSON body (``Content-Encoding: gzip``), the bytes in ``GZIP_BODY``
 - ``/download?size=N``: N deterministic bytes (``pattern_bytes``), streamed in chunks
 - ``/chunked?size=N``: the same without Content-Length (chunked)
 - ``/connection``: ``Connection: X-Bar, Keep-Alive`` with ``X-Bar`` and ``Keep-Alive`` headers
 - ``/hang``: reads the request, never answers (until the server closes)
 - ``/drip-headers?interval=S``: the status line and headers one byte every S seconds
-- ``/drip?n=N&interval=S``: headers at once, then N body bytes one every S seconds
+- ``/drip?n=N&interval=S[&chunked=1]``: headers at once, then N body bytes one every S s
 - ``/gated``: headers and ``first`` at once, ``second`` after ``gate`` is set
 - ``/endless``: an endless body; ``disconnected`` is set when the reader goes away
-- ``/cached?cc=<Cache-Control>&vary=<Vary>``: counts hits, answers with those headers
+- ``/cached?cc=<Cache-Control>&vary=<Vary>&cookie=1``: counts hits, answers with those
+  headers (and a Set-Cookie); so do ``/news``, ``/localization/…`` and ``/components/…``
 - anything else: 200 JSON echo of method, raw target, headers, body length and SHA-256
 """
 
@@ -149,7 +150,11 @@ class Upstream:
     def answer(self, h: BaseHTTPRequestHandler, route: str, query: dict[str, str],
                seen: Seen) -> None:
         head = h.command == "HEAD"
-        if route.startswith("/status/"):
+        if route in ("/status/204", "/status/304"):
+            h.send_response(int(route[-3:]))
+            h.send_header("X-Custom", "teapot")
+            h.end_headers()
+        elif route.startswith("/status/"):
             code = int(route.rsplit("/", 1)[1])
             body = json.dumps({"status": code}).encode()
             self._send(h, code, body, [("X-Custom", "teapot"), ("X-Other", "two")],
@@ -197,15 +202,21 @@ class Upstream:
         elif route == "/drip":
             n = int(query.get("n", "10"))
             interval = float(query.get("interval", "0.05"))
+            chunked = query.get("chunked") == "1"
             h.send_response(200)
-            h.send_header("Content-Length", str(n))
+            if chunked:
+                h.send_header("Transfer-Encoding", "chunked")
+            else:
+                h.send_header("Content-Length", str(n))
             h.end_headers()
             for _ in range(n):
                 if self.release.is_set():
                     break
-                h.wfile.write(b"d")
+                h.wfile.write(b"1\r\nd\r\n" if chunked else b"d")
                 h.wfile.flush()
                 time.sleep(interval)
+            if chunked:
+                h.wfile.write(b"0\r\n\r\n")
         elif route == "/gated":
             h.send_response(200)
             h.send_header("Content-Length", str(len(b"first") + len(b"second")))
@@ -233,6 +244,8 @@ class Upstream:
                 headers.append(("Cache-Control", query["cc"]))
             if "vary" in query:
                 headers.append(("Vary", query["vary"]))
+            if "cookie" in query:
+                headers.append(("Set-Cookie", "tracker=1"))
             body = json.dumps({"route": route, "hit": count,
                                "accept_encoding": seen.header("accept-encoding")}).encode()
             self._send(h, 200, body, headers, head=head)

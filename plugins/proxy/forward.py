@@ -214,7 +214,9 @@ class Forwarder:
         status = upstream.status_code
         kept, content_length = _response_headers(upstream)
         if cache_key is not None and self.cache is not None and content_length is not None:
-            policy = freshness(status, kept)
+            # Judged on the engine's own headers (Set-Cookie included), stored after hygiene.
+            policy = freshness(status, [(n.decode("latin-1").lower(), v.decode("latin-1"))
+                                        for n, v in upstream.headers.raw])
             if policy is not None and int(content_length) <= self.cache.max_entry_bytes:
                 data = self._read_all(upstream, exchange, key)
                 self.cache.store(cache_key, status, kept, data, *policy)
@@ -404,8 +406,11 @@ def _apply(resp: falcon.Response, status: int, headers: Any) -> None:
             content_type = value
         else:
             resp.append_header(name, value)
-    # Without this Falcon would label the engine's bytes with its default, JSON.
-    resp.content_type = content_type or "application/octet-stream"
+    if content_type is not None:
+        resp.content_type = content_type
+    elif status >= 200 and status not in _BODILESS:
+        # Without this Falcon would label the engine's bytes with its default, JSON.
+        resp.content_type = "application/octet-stream"
     resp.append_header("Via", VIA)
 
 
