@@ -193,3 +193,36 @@ def test_deeply_nested_json_is_a_400_not_a_500(served, opener):
     assert r.status == 400, (r.status, r.body[:200])
     assert r.headers["content-type"].startswith("application/json")
     assert httpx.get(served.gateway.url("/system/health")).status_code == 200
+
+
+def test_forwarded_for_cannot_be_spoofed_by_a_client(served):
+    """No trusted proxy configured: a client's X-Forwarded-* never reach the engine."""
+    headers = {**served.owner_headers, "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil",
+               "Forwarded": "for=6.6.6.6"}
+    r = httpx.get(served.gateway.url("/spoof-check"), headers=headers)
+    assert r.status_code == 200
+    seen = served.stub.requests[-1].headers
+    assert seen["x-forwarded-for"] == "127.0.0.1"
+    assert seen["x-forwarded-host"] != "evil" and "forwarded" not in seen
+
+
+def test_client_address_chain_from_a_trusted_load_balancer_reaches_the_engine(tmp_path):
+    """Behind a load balancer listed in FLOWORK_TRUSTED_PROXIES, the engine sees the real
+    client address first in X-Forwarded-For, under the real server (not just in-process)."""
+    with StubEngine() as stub, GatewayProcess.start({
+        "DATABASE_URL": f"sqlite:///{(tmp_path / 'lb.db').as_posix()}",
+        "FLOWORK_ENGINE_NETWORKS": "127.0.0.0/8",
+        "FLOWORK_TRUSTED_PROXIES": "127.0.0.0/8",
+    }, log_dir=tmp_path, threads=2) as gateway:
+        owner = Signer.new()
+        r = httpx.post(gateway.url("/user/engines"), json={"name": "lb"}, headers=owner.headers())
+        httpx.post(gateway.url("/engine/heartbeat"), json={"url": stub.url},
+                   headers={"X-Engine-Token": r.json()["raw_token"]}).raise_for_status()
+        r = httpx.get(gateway.url("/behind-lb"), headers={
+            **owner.headers(), "X-Forwarded-For": "198.51.100.7",
+            "X-Forwarded-Proto": "https", "X-Forwarded-Host": "flowork.example"})
+        assert r.status_code == 200, r.text
+        seen = stub.requests[-1].headers
+        assert seen["x-forwarded-for"] == "198.51.100.7, 127.0.0.1"
+        assert seen["x-forwarded-proto"] == "https"
+        assert seen["x-forwarded-host"] == "flowork.example"
