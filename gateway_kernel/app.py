@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +31,6 @@ from .db import (
     release_connection,
 )
 from .errors import GatewayError, handle_unexpected, serialize_error
-from .http import send_json
 
 log = logging.getLogger("gateway_kernel")
 
@@ -156,6 +155,9 @@ class Gateway:
             raise ConfigError(f"DATABASE_URL: {exc}") from None
         database.initialize(self.db)
         self.hook = self.pm.hook
+        # The veto hook runs on every authenticated request: skip pluggy when nobody vetoes.
+        self._authorize = (self.hook.gateway_authorize
+                           if self.hook.gateway_authorize.get_hookimpls() else None)
         self._started = False
 
         token = activate(self.db)
@@ -279,7 +281,8 @@ class Gateway:
         for scheme in schemes:
             principal = scheme.authenticate(req)
             if principal is not None:
-                self.hook.gateway_authorize(gateway=self, principal=principal, req=req)
+                if self._authorize is not None:
+                    self._authorize(gateway=self, principal=principal, req=req)
                 req.context.principal = principal
                 return principal
         raise schemes[0].missing()
@@ -465,17 +468,18 @@ class KernelMiddleware:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         request_id = req.get_header("X-Request-ID")
         if not request_id or not _REQUEST_ID.match(request_id):
-            request_id = uuid.uuid4().hex
+            request_id = os.urandom(16).hex()  # uuid4().hex's format at a fifth of the cost
         req.context.request_id = request_id
         req.context.max_body = self.max_body
         req.context.principal = None
         resp.set_header("X-Request-ID", request_id)
-        origin = req.get_header("Origin")
         if self.any_origin:
             resp.set_header("Access-Control-Allow-Origin", "*")
-        elif origin and origin in self.origins:
-            resp.set_header("Access-Control-Allow-Origin", origin)
-            resp.append_header("Vary", "Origin")
+        else:
+            origin = req.get_header("Origin")
+            if origin and origin in self.origins:
+                resp.set_header("Access-Control-Allow-Origin", origin)
+                resp.append_header("Vary", "Origin")
         if req.method == "OPTIONS":
             # Preflights never need auth and never reach a plugin (or an engine).
             resp.set_header("Access-Control-Allow-Methods", self.allow_methods)
@@ -504,14 +508,19 @@ class HealthResource:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
+    HEALTHY = b'{"status":"healthy","database":"connected"}'
+    UNHEALTHY = b'{"status":"unhealthy","database":"disconnected"}'
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
         try:
             self.gateway.db.execute_sql("SELECT 1").fetchone()
         except (*DATABASE_DOWN_ERRORS, peewee.DatabaseError):
             req.context.db_broken = True
-            send_json(resp, {"status": "unhealthy", "database": "disconnected"}, 503)
+            resp.status = falcon.HTTP_503
+            resp.data = self.UNHEALTHY
             return
-        send_json(resp, {"status": "healthy", "database": "connected"})
+        resp.data = self.HEALTHY
 
     on_head = on_get
 
