@@ -162,3 +162,30 @@ def test_waitress_engine_cut_off_mid_body_reaches_the_client_as_truncated(
             assert r.status_code == 200
             for _ in r.iter_raw():  # never a complete-looking body
                 pass
+
+
+def test_database_connection_is_released_while_the_engine_thinks(make_gateway, upstream, signer):
+    """With a pool of one connection, a request waiting on its engine must not starve every
+    other request of the database (meaningful on PostgreSQL, where connections are pooled)."""
+    import threading
+
+    import falcon.testing
+
+    gateway = make_gateway(settings={"FLOWORK_DB_POOL_SIZE": "1", "FLOWORK_DB_POOL_TIMEOUT_S": "1"})
+    create_online_engine(falcon.testing.TestClient(gateway), signer, upstream.url)
+    with WaitressServer(gateway) as server, httpx.Client(timeout=30) as http:
+        results = {}
+        slow = threading.Thread(target=lambda: results.update(
+            slow=http.get(server.base + API + "/hold", headers=signer.headers())))
+        slow.start()
+        try:
+            for _ in range(300):  # wait until the engine holds the request
+                if any(r.target.endswith("/hold") for r in upstream.requests):
+                    break
+                threading.Event().wait(0.02)
+            r = http.get(server.base + API + "/user/engines", headers=signer.headers())
+            assert r.status_code == 200, r.text
+        finally:
+            upstream.gate.set()
+            slow.join(30)
+        assert results["slow"].status_code == 200

@@ -11,6 +11,7 @@ answers by path (below ``/api/v1``):
 - ``/hang``: reads the request, never answers (until the server closes)
 - ``/drip-headers?interval=S``: the status line and headers one byte every S seconds
 - ``/drip?n=N&interval=S[&chunked=1]``: headers at once, then N body bytes one every S s
+- ``/hold``: answers only once ``gate`` is set
 - ``/gated``: headers and ``first`` at once, ``second`` after ``gate`` is set
 - ``/endless``: an endless body; ``disconnected`` is set when the reader goes away
 - ``/cached?cc=<Cache-Control>&vary=<Vary>&cookie=1``: counts hits, answers with those
@@ -217,6 +218,9 @@ class Upstream:
                 time.sleep(interval)
             if chunked:
                 h.wfile.write(b"0\r\n\r\n")
+        elif route == "/hold":
+            self.gate.wait(30)
+            self._send(h, 200, b'{"held":true}', [], head=head)
         elif route == "/gated":
             h.send_response(200)
             h.send_header("Content-Length", str(len(b"first") + len(b"second")))
