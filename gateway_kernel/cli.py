@@ -26,7 +26,9 @@ def waitress_options() -> dict[str, object]:
         "channel_timeout": CHANNEL_TIMEOUT_S,
         "connection_limit": CONNECTION_LIMIT,
         "ident": "flowork-gateway",
-        "clear_untrusted_proxy_headers": True,
+        # Waitress 3 strips X-Forwarded-* by default; trust is decided per peer by the proxy
+        # plugin (FLOWORK_TRUSTED_PROXIES), so the headers must reach the app.
+        "clear_untrusted_proxy_headers": False,
     }
 
 
