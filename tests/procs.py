@@ -154,10 +154,18 @@ class Recorded:
     body: bytes
 
 
+def _big_size(path: str) -> int | None:
+    parts = path.split("?", 1)[0].rstrip("/").split("/")
+    if len(parts) >= 2 and parts[-2] == "big" and parts[-1].isdigit():
+        return int(parts[-1])
+    return None
+
+
 class StubEngine:
     """A tiny HTTP server on 127.0.0.1 that records every request and answers JSON.
 
-    It answers ``{"engine": "stub", "path": <raw target>}`` with status 200 to everything.
+    It answers ``{"engine": "stub", "path": <raw target>}`` with status 200 to everything,
+    except ``…/big/<n>``: ``n`` bytes of zeros (a large download).
     """
 
     def __init__(self) -> None:
@@ -176,6 +184,19 @@ class StubEngine:
                     stub.requests.append(Recorded(self.command, self.path,
                                                   {k.lower(): v for k, v in self.headers.items()},
                                                   body))
+                size = _big_size(self.path)
+                if size is not None:  # /…/big/<bytes>: a large download, streamed
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Length", str(size))
+                    self.end_headers()
+                    chunk = b"\0" * 65536
+                    try:
+                        for start in range(0, size, len(chunk)):
+                            self.wfile.write(chunk[: size - start])
+                    except OSError:  # the gateway gave up on this download
+                        pass
+                    return
                 data = json.dumps({"engine": "stub", "path": self.path}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

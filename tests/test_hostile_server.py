@@ -226,3 +226,56 @@ def test_client_address_chain_from_a_trusted_load_balancer_reaches_the_engine(tm
         assert seen["x-forwarded-for"] == "198.51.100.7, 127.0.0.1"
         assert seen["x-forwarded-proto"] == "https"
         assert seen["x-forwarded-host"] == "flowork.example"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(os.environ.get("FLOWORK_TEST_POSTGRES_URL")),
+                    reason="database-independent and long: runs in the SQLite pass only")
+def test_clients_that_never_read_a_large_download_do_not_pin_the_threads_forever(tmp_path):
+    """threads=2; two clients ask for a large proxied download and never read it. Once
+    waitress has buffered its high-water mark (16 MiB) the worker threads wait for them; the
+    stalled connections must be dropped within channel_timeout (plus waitress's cleanup
+    interval), after which other requests are served again. (Waitress's own channel_timeout
+    skips connections with a request in progress, so without help they are pinned forever.)"""
+    from waitress.adjustments import Adjustments
+
+    from gateway_kernel.cli import CHANNEL_TIMEOUT_S
+
+    bound = CHANNEL_TIMEOUT_S + Adjustments.cleanup_interval + 15
+    with StubEngine() as stub, GatewayProcess.start({
+        "DATABASE_URL": f"sqlite:///{(tmp_path / 'pin.db').as_posix()}",
+        "FLOWORK_ENGINE_NETWORKS": "127.0.0.0/8",
+    }, log_dir=tmp_path, threads=2) as gateway:
+        owner = Signer.new()
+        headers = owner.headers(timestamp=int(time.time()) + 30)
+        r = httpx.post(gateway.url("/user/engines"), json={"name": "big"}, headers=headers)
+        httpx.post(gateway.url("/engine/heartbeat"), json={"url": stub.url},
+                   headers={"X-Engine-Token": r.json()["raw_token"]}).raise_for_status()
+        stalled = []
+        try:
+            for _ in range(2):
+                sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=5)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.sendall(request_bytes("GET", f"{API}/files/big/{256 * 1024 * 1024}", headers))
+                stalled.append(sock)
+            pinned_at = None  # first moment a health check went unanswered
+            deadline = time.monotonic() + 30
+            while pinned_at is None and time.monotonic() < deadline:
+                try:
+                    httpx.get(gateway.url("/system/health"), timeout=3)
+                    time.sleep(0.5)
+                except httpx.TimeoutException:
+                    pinned_at = time.monotonic()
+            if pinned_at is None:
+                return  # the threads were never pinned: nothing left to prove
+            while True:
+                try:
+                    if httpx.get(gateway.url("/system/health"), timeout=3).status_code == 200:
+                        break
+                except httpx.TimeoutException:
+                    pass
+                waited = time.monotonic() - pinned_at
+                assert waited < bound, f"worker threads still pinned after {waited:.0f} s"
+        finally:
+            for sock in stalled:
+                sock.close()
