@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -394,8 +395,18 @@ class Gateway:
                 close_all()
 
     def activate(self) -> Any:
-        """Route model queries in this context to this gateway's database."""
+        """Route model queries in this context to this gateway's database (returns a token
+        for ``gateway_kernel.db.deactivate``; prefer :meth:`using_db`)."""
         return activate(self.db)
+
+    @contextlib.contextmanager
+    def using_db(self) -> Iterator[peewee.Database]:
+        """``with gateway.using_db(): Model.select()…`` — queries go to this gateway's database."""
+        token = activate(self.db)
+        try:
+            yield self.db
+        finally:
+            deactivate(token)
 
     def release_db(self) -> None:
         """Give back the request's pooled connection early (before a slow upstream call)."""

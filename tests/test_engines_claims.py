@@ -6,26 +6,17 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from contextlib import contextmanager
 
 import falcon.testing
 import pytest
 
 from gateway_kernel import utcnow
-from gateway_kernel.db import deactivate
 from gateway_plugins.engines.claims import request_digest
 from gateway_plugins.engines.models import EngineClaim
 
 API = "/api/v1"
 
 
-@contextmanager
-def db(gateway):
-    token = gateway.activate()
-    try:
-        yield
-    finally:
-        deactivate(token)
 
 
 def create(client, signer, name="engine"):
@@ -99,7 +90,7 @@ def test_expired_claim_is_expired_token_and_keeps_the_old_token(gateway, client,
     engine = create(client, signer)
     request_id = str(uuid.uuid4())
     approve(client, signer, request_id, engine["id"])
-    with db(gateway):
+    with gateway.using_db():
         EngineClaim.update(expires_at=utcnow() - dt.timedelta(seconds=1)).execute()
     r = claim(client, service_headers, request_id)
     assert (r.status_code, r.json["code"]) == (404, "expired_token")
@@ -113,7 +104,7 @@ def test_claim_ttl_is_configurable(make_gateway, signer):
     before = utcnow()
     approve(client, signer, str(uuid.uuid4()), engine["id"])
     after = utcnow()
-    with db(gateway):
+    with gateway.using_db():
         expires = EngineClaim.get().expires_at
     assert before + dt.timedelta(seconds=60) <= expires <= after + dt.timedelta(seconds=60)
 
@@ -124,13 +115,13 @@ def test_long_expired_claims_are_purged_on_new_approvals(gateway, client, signer
     old_id, recent_id = str(uuid.uuid4()), str(uuid.uuid4())
     approve(client, signer, old_id, engine["id"])
     approve(client, signer, recent_id, engine["id"])
-    with db(gateway):
+    with gateway.using_db():
         EngineClaim.update(expires_at=utcnow() - dt.timedelta(hours=2)).where(
             EngineClaim.request_digest == request_digest(old_id, "req_id")).execute()
         EngineClaim.update(expires_at=utcnow() - dt.timedelta(minutes=1)).where(
             EngineClaim.request_digest == request_digest(recent_id, "req_id")).execute()
     approve(client, signer, str(uuid.uuid4()), engine["id"])
-    with db(gateway):
+    with gateway.using_db():
         assert EngineClaim.select().count() == 2  # the recently expired one and the new one
     # A recently expired claim still says so; a purged one is simply unknown.
     assert claim(client, service_headers, recent_id).json["code"] == "expired_token"

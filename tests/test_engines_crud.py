@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from contextlib import contextmanager
 
 import pytest
 
-from gateway_kernel.db import deactivate
 from gateway_plugins.auth_internal.tokens import is_well_formed
 from gateway_plugins.engines.models import Engine, EngineClaim
 
@@ -20,14 +18,6 @@ def create(client, signer, name="engine"):
     return r.json
 
 
-@contextmanager
-def db(gateway):
-    """Run model queries against ``gateway``'s database."""
-    token = gateway.activate()
-    try:
-        yield
-    finally:
-        deactivate(token)
 
 
 def auth_info(client, token):
@@ -51,7 +41,7 @@ def test_create_returns_engine_and_token_once(client, signer):
 
 def test_only_digest_is_stored(gateway, client, signer):
     created = create(client, signer)
-    with db(gateway):
+    with gateway.using_db():
         row = Engine.get_by_id(created["id"])
     assert created["raw_token"] not in (row.token_digest, row.name)
     assert len(row.token_digest) == 64
@@ -189,7 +179,7 @@ def test_delete_cascades_to_shares_and_claims(gateway, client, make_signer, serv
                              json={"request_id": request_id, "engine_id": engine["id"]},
                              headers=alice.headers())
     assert r.status_code == 200
-    with db(gateway):
+    with gateway.using_db():
         assert EngineShare.select().count() == 1 and EngineClaim.select().count() == 1
     assert client.simulate_delete(f"{API}/user/engines/{engine['id']}",
                                   headers=alice.headers()).status_code == 200
@@ -198,6 +188,6 @@ def test_delete_cascades_to_shares_and_claims(gateway, client, make_signer, serv
     r = client.simulate_get(f"{API}/engine/claim-token", params={"req_id": request_id},
                             headers=service_headers)
     assert (r.status_code, r.json["code"]) == (404, "authorization_pending")
-    with db(gateway):  # the rows are gone, not just hidden
+    with gateway.using_db():  # the rows are gone, not just hidden
         assert EngineShare.select().count() == 0 and EngineClaim.select().count() == 0
         assert Engine.select().count() == 0

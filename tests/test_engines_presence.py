@@ -7,12 +7,11 @@ import datetime as dt
 import logging
 import secrets
 import uuid
-from contextlib import contextmanager
 
 import pytest
 
 from gateway_kernel import ConfigError, Principal, utcnow
-from gateway_kernel.db import deactivate, is_postgres
+from gateway_kernel.db import is_postgres
 from gateway_kernel.errors import GatewayError
 from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 from gateway_plugins.engines.models import Engine
@@ -21,13 +20,6 @@ from gateway_plugins.engines.urls import InvalidEngineURL, validate_engine_url
 API = "/api/v1"
 
 
-@contextmanager
-def db(gateway):
-    token = gateway.activate()
-    try:
-        yield
-    finally:
-        deactivate(token)
 
 
 def create(client, signer, name="engine"):
@@ -42,13 +34,13 @@ def heartbeat(client, token, body=None):
 
 
 def set_last_seen(gateway, engine_id, seconds_ago):
-    with db(gateway):
+    with gateway.using_db():
         Engine.update(last_seen=utcnow() - dt.timedelta(seconds=seconds_ago)).where(
             Engine.id == engine_id).execute()
 
 
 def stored_url(gateway, engine_id):
-    with db(gateway):
+    with gateway.using_db():
         return Engine.get_by_id(engine_id).url
 
 
@@ -63,7 +55,7 @@ def share(client, owner, engine_id, guest, role=None):
 
 def resolve(gateway, signer, engine_id=None):
     """Ask the resolve hook as the proxy does, for ``signer``'s user principal."""
-    with db(gateway):
+    with gateway.using_db():
         account = gateway.ensure_account(signer.address.lower())
         principal = Principal(kind="user", scheme="test", account=account)
         return gateway.hook.flowork_resolve_engine(gateway=gateway, principal=principal,
@@ -266,7 +258,7 @@ def test_token_lookup_is_one_indexed_query_whatever_the_engine_count(gateway, cl
         return [q for q in sqls if "token_digest" in q]
 
     few = lookups()
-    with db(gateway):
+    with gateway.using_db():
         owner = Engine.get_by_id(engine["id"]).owner_id
         rows = [{"id": str(uuid.uuid4()), "owner": owner, "name": f"e{i}",
                  "token_digest": secrets.token_hex(32)} for i in range(3000)]
@@ -279,7 +271,7 @@ def test_token_lookup_is_one_indexed_query_whatever_the_engine_count(gateway, cl
     # The one query is an equality on token_digest that the database answers from an index.
     sql, params = (Engine.select(Engine.id, Engine.owner)
                    .where(Engine.token_digest == token_digest(engine["raw_token"])).sql())
-    with db(gateway):
+    with gateway.using_db():
         if is_postgres(gateway.db):
             plan = " ".join(r[0] for r in gateway.db.execute_sql("EXPLAIN " + sql, params))
             assert "Index" in plan and "Seq Scan" not in plan, plan
