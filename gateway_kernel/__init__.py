@@ -4,7 +4,7 @@ from .accounts import Account
 from .api import AuthScheme, Command, GatewayPlugin, Principal, Route, Sink, hookimpl
 from .app import API_PREFIX, BUNDLED, Gateway, PluginError, create_gateway
 from .config import ConfigError, Setting
-from .db import BaseModel, Migration, create_tables, database, utcnow
+from .db import BaseModel, Migration, Param, Prepared, create_tables, database, utcnow
 from .errors import GatewayError
 
 __all__ = [
@@ -19,7 +19,9 @@ __all__ = [
     "GatewayError",
     "GatewayPlugin",
     "Migration",
+    "Param",
     "PluginError",
+    "Prepared",
     "Principal",
     "Route",
     "Setting",
