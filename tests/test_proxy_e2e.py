@@ -175,8 +175,14 @@ def test_database_connection_is_released_while_the_engine_thinks(make_gateway, u
     create_online_engine(falcon.testing.TestClient(gateway), signer, upstream.url)
     with WaitressServer(gateway) as server, httpx.Client(timeout=30) as http:
         results = {}
-        slow = threading.Thread(target=lambda: results.update(
-            slow=http.get(server.base + API + "/hold", headers=signer.headers())))
+
+        def fetch() -> None:
+            try:
+                results["slow"] = http.get(server.base + API + "/hold", headers=signer.headers())
+            except httpx.HTTPError as exc:  # reported by the assertion below
+                results["slow"] = exc
+
+        slow = threading.Thread(target=fetch)
         slow.start()
         try:
             for _ in range(300):  # wait until the engine holds the request
@@ -188,4 +194,5 @@ def test_database_connection_is_released_while_the_engine_thinks(make_gateway, u
         finally:
             upstream.gate.set()
             slow.join(30)
+        assert isinstance(results.get("slow"), httpx.Response), results
         assert results["slow"].status_code == 200

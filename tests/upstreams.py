@@ -292,7 +292,15 @@ class WaitressServer:
         self.server = waitress.server.create_server(app, host="127.0.0.1", port=0,
                                                     threads=threads, channel_timeout=30)
         self.port = self.server.effective_port  # type: ignore[union-attr]
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except (OSError, ValueError):  # its sockets were closed under the loop at the end
+            if not self._closing:
+                raise
 
     @property
     def base(self) -> str:
@@ -303,6 +311,7 @@ class WaitressServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing = True
         self.server.close()
         self.server.task_dispatcher.shutdown()  # type: ignore[union-attr]
 
