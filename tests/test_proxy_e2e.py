@@ -196,3 +196,26 @@ def test_database_connection_is_released_while_the_engine_thinks(make_gateway, u
             slow.join(30)
         assert isinstance(results.get("slow"), httpx.Response), results
         assert results["slow"].status_code == 200
+
+
+@pytest.mark.parametrize("trusted", ["127.0.0.0/8", ""])
+def test_waitress_forwarded_headers_follow_trusted_proxies(make_gateway, upstream, signer,
+                                                           trusted):
+    import falcon.testing
+
+    gateway = make_gateway(settings={"FLOWORK_TRUSTED_PROXIES": trusted})
+    create_online_engine(falcon.testing.TestClient(gateway), signer, upstream.url)
+    with WaitressServer(gateway) as server, httpx.Client(timeout=30) as http:
+        r = http.get(server.base + API + "/x", headers={
+            **signer.headers(), "X-Forwarded-For": "198.51.100.9",
+            "X-Forwarded-Proto": "https", "X-Forwarded-Host": "flowork.cloud"})
+    assert r.status_code == 200
+    seen = upstream.last
+    if trusted:
+        assert seen.header("x-forwarded-for") == "198.51.100.9, 127.0.0.1"
+        assert seen.header("x-forwarded-proto") == "https"
+        assert seen.header("x-forwarded-host") == "flowork.cloud"
+    else:
+        assert seen.header("x-forwarded-for") == "127.0.0.1"
+        assert seen.header("x-forwarded-proto") == "http"
+        assert seen.header("x-forwarded-host") == f"127.0.0.1:{server.port}"

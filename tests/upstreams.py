@@ -284,13 +284,16 @@ def refused_url() -> str:
 
 
 class WaitressServer:
-    """A WSGI app under a real waitress server in a thread, on a free loopback port."""
+    """A WSGI app under a real waitress server in a thread, on a free loopback port, with the
+    settings of ``flowork-gateway serve``."""
 
     def __init__(self, app: object, threads: int = 4) -> None:
         import waitress.server
 
-        self.server = waitress.server.create_server(app, host="127.0.0.1", port=0,
-                                                    threads=threads, channel_timeout=30)
+        from gateway_kernel.cli import waitress_options
+
+        self.server = waitress.server.create_server(
+            app, host="127.0.0.1", port=0, threads=threads, **waitress_options())
         self.port = self.server.effective_port  # type: ignore[union-attr]
         self._closing = False
         self._thread = threading.Thread(target=self._run, daemon=True)
