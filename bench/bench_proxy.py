@@ -22,6 +22,7 @@ default, refusing bodies of 1 GiB or more before the app sees them) above the up
 from __future__ import annotations
 
 import argparse
+import gc
 import shutil
 import statistics
 import sys
@@ -54,6 +55,8 @@ def serve_gateway(argv: list[str]) -> int:
     gateway = create_gateway()
     gateway.migrate()
     gateway.start()
+    gc.collect()  # as `serve` does
+    gc.freeze()
     options = cli.waitress_options()
     options["max_request_body_size"] = args.max_body
     try:
