@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import logging
+import select
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -153,13 +154,65 @@ def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0) -> 
         raise ValueError(f"unsupported database URL scheme {parsed.scheme!r}")
     given = parse_qs(parsed.query)
     libpq = {k: v for k, v in POSTGRES_CONNECT_DEFAULTS.items() if k not in given}
-    return db_url.connect(
+    db = db_url.connect(
         url,
         max_connections=pool_size,
         stale_timeout=300,
         timeout=pool_timeout,
         **libpq,
     )
+    if isinstance(db, PooledDatabase) and isinstance(db, peewee.PostgresqlDatabase):
+        db.__class__ = _without_checkout_round_trip(type(db))
+    return db
+
+
+# -- pooled PostgreSQL: no round trip on check-out ----------------------------------------------
+
+
+def _server_hung_up(conn: Any) -> bool:
+    """True if an idle connection's socket is readable: an idle PostgreSQL session receives
+    nothing unless the server is closing it (shutdown, crash, idle timeout, terminate)."""
+    try:
+        fd = conn.fileno()
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([fd], [], [], 0)  # Windows: no poll()
+        return bool(readable)
+    except (OSError, ValueError):
+        return True
+
+
+class _CheckoutWithoutRoundTrip:
+    """Mixin for peewee's pooled PostgreSQL classes.
+
+    peewee checks every idle connection it hands out with a ``SELECT 1`` round trip: one
+    extra query per request (measured: the PostgreSQL row of docs/PERFORMANCE.md). Instead,
+    an idle connection whose socket has nothing to read is taken as alive; one the server
+    closed is discarded as before. A connection that dies silently (the server's host
+    vanishes) fails on its first query instead: a 503 that drops it (``release_connection``),
+    the same answer the ping's own time-out would have given.
+    """
+
+    def _is_closed(self, conn: Any) -> bool:
+        if conn.closed:
+            return True
+        adapter = self._adapter  # type: ignore[attr-defined]
+        if adapter.txn_status(conn) != adapter.txn_idle:
+            return super()._is_closed(conn)  # type: ignore[misc]  # rolls back, or discards
+        return _server_hung_up(conn)
+
+
+_FAST_POOL_CLASSES: dict[type, type] = {}
+
+
+def _without_checkout_round_trip(cls: type) -> type:
+    fast = _FAST_POOL_CLASSES.get(cls)
+    if fast is None:
+        fast = type(cls.__name__, (_CheckoutWithoutRoundTrip, cls), {"__module__": __name__})
+        _FAST_POOL_CLASSES[cls] = fast
+    return fast
 
 
 def is_pooled(db: peewee.Database) -> bool:
