@@ -39,6 +39,8 @@ log = logging.getLogger("gateway_kernel")
 ENTRY_POINT_GROUP = "flowork_gateway.plugins"
 BUNDLED = ("auth_crypto", "auth_internal", "engines", "sharing", "proxy")
 API_PREFIX = "/api/v1"
+#: The server's default outer bound for request bodies (see Gateway.allow_request_body).
+DEFAULT_REQUEST_BODY_LIMIT = 1024**3
 KERNEL = "kernel"
 
 KERNEL_SETTINGS = (
@@ -169,6 +171,10 @@ class Gateway:
         for plugin in self.plugins.values():
             config.declare(plugin.name, plugin.settings)
         self.max_body = config["FLOWORK_MAX_BODY_BYTES"]
+        #: The largest request body the server accepts at all (waitress receives a whole body,
+        #: spooled to a temporary file, before any route sees it). Plugins that take bigger
+        #: bodies than JSON routes (the proxy's uploads) raise it with allow_request_body().
+        self.request_body_limit = max(self.max_body, DEFAULT_REQUEST_BODY_LIMIT)
         url = config["DATABASE_URL"] or default_database_url()
         self.database_url = url
         try:
@@ -230,6 +236,12 @@ class Gateway:
             if value is not None:
                 results.append((impl.plugin_name, value))
         return results
+
+    def allow_request_body(self, size: int) -> None:
+        """Let the server accept request bodies of ``size`` bytes (call in gateway_configure).
+
+        Routes still enforce their own, smaller limits; this is the server's outer bound."""
+        self.request_body_limit = max(self.request_body_limit, int(size))
 
     def migration_plan(self) -> list[tuple[str, list[Migration]]]:
         plan: list[tuple[str, list[Migration]]] = [(KERNEL, list(KERNEL_MIGRATIONS))]

@@ -20,9 +20,12 @@ CHANNEL_TIMEOUT_S = 60  # idle connection closed after this
 CONNECTION_LIMIT = 200  # open sockets beyond this wait in the listen backlog
 
 
-def waitress_options() -> dict[str, object]:
-    """The waitress settings of ``serve`` (also used by bench/ceiling.py, the baseline app)."""
-    return {
+def waitress_options(gateway: Gateway | None = None) -> dict[str, object]:
+    """The waitress settings of ``serve`` (also used by bench/ceiling.py, the baseline app).
+
+    With a gateway, also its request body bound (waitress refuses a body whose size reaches
+    ``max_request_body_size``, hence the + 1: a limit of 1 GiB admits exactly 1 GiB)."""
+    options: dict[str, object] = {
         "channel_timeout": CHANNEL_TIMEOUT_S,
         "connection_limit": CONNECTION_LIMIT,
         "ident": "flowork-gateway",
@@ -30,6 +33,9 @@ def waitress_options() -> dict[str, object]:
         # plugin (FLOWORK_TRUSTED_PROXIES), so the headers must reach the app.
         "clear_untrusted_proxy_headers": False,
     }
+    if gateway is not None:
+        options["max_request_body_size"] = gateway.request_body_limit + 1
+    return options
 
 
 def _build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
@@ -137,7 +143,7 @@ def _serve(gateway: Gateway, args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         threads=args.threads,
-        **waitress_options(),
+        **waitress_options(gateway),
     )
     return 0
 
