@@ -205,3 +205,33 @@ def test_a_database_that_never_answers_is_503_not_a_hang(private_pg, tmp_path):
             time.sleep(0.05)
         assert r.json()["public_address"] == signer.address
         assert private_pg.backend_count("faults_cold") <= 2
+
+
+def test_idle_connections_killed_by_the_server_cost_no_failed_request(private_pg, tmp_path):
+    """An administrator (or a pooler restart) terminates every session: idle pooled
+    connections are noticed at check-out and replaced, so no request fails."""
+    url = private_pg.create_database("faults_killed")
+    with GatewayProcess.start({"DATABASE_URL": url, "FLOWORK_DB_POOL_SIZE": str(POOL_SIZE)},
+                              log_dir=tmp_path, threads=THREADS) as gateway:
+        signer = Signer.new()
+        headers = signer.headers(timestamp=int(time.time()) + 30)
+        with httpx.Client(timeout=10) as http:
+            barrier = threading.Barrier(THREADS)
+
+            def warm() -> None:  # several connections in the pool at once
+                barrier.wait(timeout=30)
+                for _ in range(5):
+                    http.get(gateway.url("/user/engines"), headers=headers).raise_for_status()
+
+            threads = [threading.Thread(target=warm) for _ in range(THREADS)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+            assert private_pg.backend_count("faults_killed") >= 1
+            private_pg.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = %s", ("faults_killed",))
+            time.sleep(0.3)
+            statuses = [http.get(gateway.url(path), headers=headers).status_code
+                        for path in ("/user/engines", "/auth/profile", "/system/health") * 4]
+        assert statuses == [200] * len(statuses), statuses
