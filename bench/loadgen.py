@@ -43,6 +43,17 @@ class LoadResult:
     errors: int
     header_sets_reused: bool = False
     tool: str = "python"
+    server_cpu_us: float | None = None  # server process CPU time per measured request
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc), or None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 @dataclass
@@ -291,7 +302,7 @@ def _wrk_script(workdir: Path, header_sets: Sequence[dict[str, str]]) -> Path:
 
 
 def run_wrk(url: str, header_sets: Sequence[dict[str, str]], connections: int,
-            duration: float, warmup: float) -> LoadResult:
+            duration: float, warmup: float, server_pid: int | None = None) -> LoadResult:
     """wrk (one client thread; the server gets the other core) for ``duration`` s, after a
     separate ``warmup`` s run whose figures are dropped. With several header sets the
     measured run starts after the ones the warm-up used, so no set is sent twice."""
@@ -314,7 +325,9 @@ def run_wrk(url: str, header_sets: Sequence[dict[str, str]], connections: int,
         offset = 0
         if warmup > 0:
             offset = once(warmup, 0)["requests"] + connections
+        cpu_before = process_cpu_s(server_pid) if server_pid else None
         data = once(duration, offset)
+        cpu_after = process_cpu_s(server_pid) if server_pid else None
     seconds = data["duration_us"] / 1e6
     return LoadResult(
         requests=data["requests"],
@@ -326,6 +339,9 @@ def run_wrk(url: str, header_sets: Sequence[dict[str, str]], connections: int,
         errors=data["errors"],
         header_sets_reused=len(header_sets) > 1 and offset + data["requests"] > len(header_sets),
         tool="wrk",
+        server_cpu_us=((cpu_after - cpu_before) / data["requests"] * 1e6
+                       if cpu_before is not None and cpu_after is not None and data["requests"]
+                       else None),
     )
 
 

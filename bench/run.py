@@ -1,9 +1,10 @@
 """The benchmark suite: one table of ratios, each measured against a baseline in the same run.
 
-    .venv/bin/python bench/run.py                       # full run (about 6 minutes)
+    .venv/bin/python bench/run.py                       # full run (about 7 minutes)
     .venv/bin/python bench/run.py --smoke               # about a minute, no targets asserted
     .venv/bin/python bench/run.py --output docs/PERFORMANCE.md
     .venv/bin/python bench/run.py --rows health,warm    # only some rows (for profiling)
+    .venv/bin/python bench/run.py --python-load         # the Python load generator, not wrk
 
 Every server is its own subprocess on a free 127.0.0.1 port, served by waitress with the
 settings of ``flowork-gateway serve``; the load comes from another process (``wrk`` when
@@ -53,6 +54,14 @@ GIB = 1 << 30
 MIB = 1 << 20
 
 
+#: Load tool: wrk when installed (unless --python-load), else bench/loadgen.py.
+USE_WRK = True
+
+
+def use_wrk() -> bool:
+    return USE_WRK and loadgen.wrk_path() is not None
+
+
 @dataclass(frozen=True)
 class Mode:
     name: str
@@ -66,7 +75,7 @@ class Mode:
     connections: int = 8  # concurrent keep-alive connections of the load generator
 
 
-FULL = Mode("full", duration=5, warmup=1, rounds=3, transfer_bytes=GIB, transfer_rounds=2,
+FULL = Mode("full", duration=5, warmup=1, rounds=3, transfer_bytes=GIB, transfer_rounds=3,
             many_engines=10_000)
 SMOKE = Mode("smoke", duration=1, warmup=0, rounds=1, transfer_bytes=32 * MIB,
              transfer_rounds=1, many_engines=10_000)
@@ -320,21 +329,29 @@ def measure(side: Side, mode: Mode, workdir: Path) -> loadgen.LoadResult:
             for h in header_sets[:1]:
                 for _ in range(20):
                     client.get(side.server.base + side.path, headers=h)
-    if loadgen.wrk_path():
+    pid = side.server.proc.pid
+    if use_wrk():
         return loadgen.run_wrk(side.server.base + side.path, header_sets, mode.connections,
-                               mode.duration, mode.warmup)
+                               mode.duration, mode.warmup, pid)
     spec = workdir / "loadgen-spec.json"
     spec.write_text(json.dumps({
         "host": "127.0.0.1", "port": side.server.port, "path": side.path,
         "header_sets": header_sets, "connections": mode.connections,
         "duration": mode.duration, "warmup": mode.warmup,
     }))
+    cpu_before = loadgen.process_cpu_s(pid)
     proc = subprocess.run([sys.executable, str(BENCH_DIR / "loadgen.py"), "http", str(spec)],
                           capture_output=True, text=True,
                           timeout=mode.duration + mode.warmup + 120)
+    cpu_after = loadgen.process_cpu_s(pid)
     if proc.returncode != 0:
         raise RuntimeError(f"loadgen failed: {proc.stderr}")
-    return loadgen.LoadResult(**json.loads(proc.stdout))
+    result = loadgen.LoadResult(**json.loads(proc.stdout))
+    if cpu_before is not None and cpu_after is not None and result.rps:
+        # the warm-up's requests ran in the same process run: count them at the same rate
+        served = result.rps * (mode.duration + mode.warmup)
+        result.server_cpu_us = (cpu_after - cpu_before) / served * 1e6
+    return result
 
 
 @dataclass
@@ -348,6 +365,7 @@ class Row:
     p99: str = "—"
     non2xx: int = 0
     errors: int = 0
+    cpu: str = "—"  # server CPU µs per request, subject / baseline
     baseline: str = ""
     baseline_value: str = ""
     ratio: float | None = None
@@ -379,8 +397,13 @@ def compare(key: str, title: str, baseline: Side, subject: Side, mode: Mode, wor
         subj_runs.append(s)
         ratios.append(s.rps / b.rps if b.rps else 0.0)
     ratio = statistics.median(ratios)
+
+    def cpu(runs: list[loadgen.LoadResult]) -> str:
+        values = [r.server_cpu_us for r in runs if r.server_cpu_us is not None]
+        return f"{statistics.median(values):,.0f}" if values else "?"
+
     row = Row(
-        key=key, title=title,
+        key=key, title=title, cpu=f"{cpu(subj_runs)} / {cpu(base_runs)}",
         value=fmt_rps(statistics.median(r.rps for r in subj_runs)),
         p50=f"{statistics.median(r.p50_ms for r in subj_runs):.2f}",
         p99=f"{statistics.median(r.p99_ms for r in subj_runs):.2f}",
@@ -687,18 +710,19 @@ class Suite:
 
 
 def render_table(rows: Sequence[Row]) -> str:
-    head = ("| row | result | p50 ms | p99 ms | non-2xx | baseline | baseline result | ratio "
-            "| target | met |")
-    lines = [head, "|---|---:|---:|---:|---:|---|---:|---:|---|---|"]
+    head = ("| row | result | p50 ms | p99 ms | non-2xx | server CPU µs/req (row / baseline) "
+            "| baseline | baseline result | ratio | target | met |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---|"]
     for r in rows:
         if r.failed:
-            lines.append(f"| {r.title} | CRASHED: {r.failed} | | | | | | | | ✗ |")
+            lines.append(f"| {r.title} | CRASHED: {r.failed} | | | | | | | | | ✗ |")
             continue
         met = "—" if r.met is None else ("pass" if r.met else "**miss**")
         errors = f"{r.non2xx}" + (f" (+{r.errors} socket errors)" if r.errors else "")
         title = r.title + (f" ({r.note})" if r.note else "")
-        lines.append(f"| {title} | {r.value} | {r.p50} | {r.p99} | {errors} | {r.baseline} "
-                     f"| {r.baseline_value} | {r.ratio_text} | {r.target} | {met} |")
+        lines.append(f"| {title} | {r.value} | {r.p50} | {r.p99} | {errors} | {r.cpu} "
+                     f"| {r.baseline} | {r.baseline_value} | {r.ratio_text} | {r.target} "
+                     f"| {met} |")
     return "\n".join(lines)
 
 
@@ -713,7 +737,7 @@ def cpu_model() -> str:
 
 
 def render_document(mode: Mode, table: str, started: dt.datetime, elapsed: float) -> str:
-    tool = "wrk (-t1)" if loadgen.wrk_path() else "bench/loadgen.py (Python, threads)"
+    tool = "wrk (-t1)" if use_wrk() else "bench/loadgen.py (Python, threads)"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     import falcon
     import waitress
@@ -769,7 +793,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "FLOWORK_BENCH_POSTGRES_URL", os.environ.get("FLOWORK_TEST_POSTGRES_URL", DEFAULT_POSTGRES)),
         help="admin URL of a PostgreSQL server (a database is created and dropped)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--python-load", action="store_true",
+                        help="use bench/loadgen.py even when wrk is installed")
     args = parser.parse_args(argv)
+    global USE_WRK
+    USE_WRK = not args.python_load
     mode = SMOKE if args.smoke else FULL
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
     unknown = sorted(set(rows) - set(ROW_KEYS))
