@@ -225,3 +225,24 @@ def test_share_racing_the_engine_delete_is_404_not_conflict(gateway, make_signer
         del gateway.find_account
     assert r.status_code == 404, r.text
     assert r.json["code"] == "not_found"
+
+
+def test_concurrent_disable_and_enable_of_a_component_never_fail(pair, service_headers):
+    """Kill switch: PUT (disable) and DELETE (enable) of one component racing from two
+    instances answer 200 or 404, and the listing agrees with the last answer."""
+    _gateway, clients = pair
+    failures = []
+    for round_ in range(ROUNDS * 10):
+        path = f"{API}/system/disabled-components/comp_{round_ % 3}"
+        results = race([
+            partial(clients[0].simulate_put, path, json={"reason": "a"}, headers=service_headers),
+            partial(clients[1].simulate_delete, path, headers=service_headers),
+            partial(clients[1].simulate_put, path, json={"reason": "b"}, headers=service_headers),
+            partial(clients[0].simulate_delete, path, headers=service_headers),
+        ])
+        failures += [(r.status_code, r.text[:120]) for r in results if r.status_code not in (200, 404)]
+        assert all(r.json["component_id"] == f"comp_{round_ % 3}"
+                   for r in results[::2] if r.status_code == 200)
+    assert not failures, failures[:3]
+    listed = clients[1].simulate_get(API + "/system/disabled-components", headers=service_headers)
+    assert listed.status_code == 200 and set(listed.json) <= {"comp_0", "comp_1", "comp_2"}
