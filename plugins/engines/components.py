@@ -41,14 +41,18 @@ def disabled_ids() -> list[str]:
 
 
 def disable(component_id: str, reason: str) -> DisabledComponent:
-    """Disable (or update the reason of) a component; ``disabled_at`` keeps the first time."""
-    DisabledComponent.insert(
-        component_id=component_id, reason=reason, disabled_at=utcnow()
-    ).on_conflict(
-        conflict_target=[DisabledComponent.component_id],
-        update={DisabledComponent.reason: reason},
-    ).execute()
-    return DisabledComponent.get_by_id(component_id)
+    """Disable (or update the reason of) a component; ``disabled_at`` keeps the first time.
+
+    One transaction: the upsert locks the row, so a concurrent enable (DELETE) cannot remove
+    it before it is read back."""
+    with DisabledComponent._meta.database.atomic():
+        DisabledComponent.insert(
+            component_id=component_id, reason=reason, disabled_at=utcnow()
+        ).on_conflict(
+            conflict_target=[DisabledComponent.component_id],
+            update={DisabledComponent.reason: reason},
+        ).execute()
+        return DisabledComponent.get_by_id(component_id)
 
 
 def enable(component_id: str) -> bool:
