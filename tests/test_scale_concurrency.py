@@ -246,3 +246,17 @@ def test_concurrent_disable_and_enable_of_a_component_never_fail(pair, service_h
     assert not failures, failures[:3]
     listed = clients[1].simulate_get(API + "/system/disabled-components", headers=service_headers)
     assert listed.status_code == 200 and set(listed.json) <= {"comp_0", "comp_1", "comp_2"}
+
+
+def test_concurrent_link_creation_gives_distinct_default_names(pair, make_signer):
+    """Four links of one workflow created at once from two instances: all 201, named
+    "Link 1" … "Link 4" (API.md: N is the number of links once this one is added)."""
+    _gateway, clients = pair
+    owner = make_signer()
+    for round_ in range(ROUNDS):
+        path = f"{API}/workflows/flow-{round_}/shares"
+        results = race([partial(clients[i % 2].simulate_post, path, json={},
+                                headers=owner.headers()) for i in range(4)])
+        assert [r.status_code for r in results] == [201] * 4, [r.text for r in results]
+        names = sorted(r.json["link_name"] for r in results)
+        assert names == ["Link 1", "Link 2", "Link 3", "Link 4"], names
