@@ -138,8 +138,13 @@ def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0) -> 
             database_path = ":memory:"
         else:
             Path(database_path).parent.mkdir(parents=True, exist_ok=True)
+        # Transactions begin IMMEDIATE: a deferred one that reads and then writes fails at
+        # once with "database is locked" when another connection writes meanwhile (SQLite
+        # cannot upgrade its read lock without risking deadlock, so busy_timeout never
+        # applies); IMMEDIATE takes the write lock at BEGIN, where busy_timeout waits.
         return peewee.SqliteDatabase(
-            database_path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, timeout=5
+            database_path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, timeout=5,
+            lock_type="IMMEDIATE",
         )
     if scheme in ("postgres", "postgresql", "postgresext", "postgresqlext"):
         url = url.replace(parsed.scheme + "://", "postgresql+pool://", 1)
