@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import falcon
 
 from gateway_kernel import Account, utcnow
+from gateway_kernel.db import is_postgres
 from gateway_kernel.errors import GatewayError, bad_request, not_found
 from gateway_kernel.http import isoformat, parse_uuid, read_json_object, send_json
 
@@ -178,6 +179,10 @@ class WorkflowLinksResource:
             )
 
         with self.gateway.db.atomic():
+            if is_postgres(self.gateway.db):
+                # Serialise this owner's link creations so that concurrent ones count each
+                # other ("Link N"); SQLite transactions already take the write lock at BEGIN.
+                Account.select(Account.id).where(Account.id == owner.id).for_update().execute()
             link = insert()
         send_json(resp, {**link_json(link, self.base_url), "message": "Share link created"}, 201)
 
