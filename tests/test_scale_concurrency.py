@@ -260,3 +260,23 @@ def test_concurrent_link_creation_gives_distinct_default_names(pair, make_signer
         assert [r.status_code for r in results] == [201] * 4, [r.text for r in results]
         names = sorted(r.json["link_name"] for r in results)
         assert names == ["Link 1", "Link 2", "Link 3", "Link 4"], names
+
+
+def test_a_double_clicked_approval_racing_itself_is_accepted_twice(pair, make_signer,
+                                                                   service_headers):
+    """select-for-auth sent twice at once (a double click, two instances): both 200, as a
+    sequential second approval is, and the dashboard then claims one token."""
+    _gateway, clients = pair
+    owner = make_signer()
+    r = clients[0].simulate_post(API + "/user/engines", json={"name": "dashboard"},
+                                 headers=owner.headers())
+    engine_id = r.json["id"]
+    for _ in range(ROUNDS):
+        request_id = str(uuid.uuid4())
+        results = race([partial(clients[i % 2].simulate_post, API + "/user/engines/select-for-auth",
+                                json={"request_id": request_id, "engine_id": engine_id},
+                                headers=owner.headers()) for i in range(2)])
+        assert [r.status_code for r in results] == [200, 200], [r.text for r in results]
+        r = clients[1].simulate_get(API + "/engine/claim-token", params={"req_id": request_id},
+                                    headers=service_headers)
+        assert r.status_code == 200 and r.json["engine_id"] == engine_id
