@@ -82,17 +82,23 @@ class SelectForAuth:
         # Approving the same request again (a double click) re-points and extends it, but
         # only while unclaimed and only if it is already this owner's; anything else is 409.
         owned = Engine.select(Engine.id).where(Engine.owner == owner_id)
-        updated = EngineClaim.update(engine=eid, expires_at=expires).where(
-            (EngineClaim.request_digest == digest)
-            & (EngineClaim.used == False)  # noqa: E712 - SQL comparison
-            & EngineClaim.engine.in_(owned)
-        ).execute()
-        if not updated:
+
+        def reapprove() -> int:
+            return EngineClaim.update(engine=eid, expires_at=expires).where(
+                (EngineClaim.request_digest == digest)
+                & (EngineClaim.used == False)  # noqa: E712 - SQL comparison
+                & EngineClaim.engine.in_(owned)
+            ).execute()
+
+        if not reapprove():
             try:
                 with self.gateway.db.atomic():
                     EngineClaim.create(request_digest=digest, engine=eid, expires_at=expires)
             except peewee.IntegrityError:
-                raise conflict("This request has already been handled") from None
+                # A concurrent approval of the same request (a double click) may have
+                # inserted it first: that one is re-approved like a sequential second click.
+                if not reapprove():
+                    raise conflict("This request has already been handled") from None
         send_json(resp, {"status": "success", "message": "Engine selected; the dashboard "
                          "can now claim its token"})
 
