@@ -773,6 +773,13 @@ def render_document(mode: Mode, table: str, started: dt.datetime, elapsed: float
     return "\n".join(lines)
 
 
+def refresh_notes(document: Path) -> None:
+    """Swap the Analysis section of a generated document for the current notes file."""
+    head = document.read_text().split("\n## Analysis\n", 1)[0].rstrip("\n")
+    notes = NOTES_FILE.read_text().strip() if NOTES_FILE.exists() else ""
+    document.write_text(head + ("\n\n## Analysis\n\n" + notes if notes else "") + "\n")
+
+
 def _dist_version(name: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -795,7 +802,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     parser.add_argument("--python-load", action="store_true",
                         help="use bench/loadgen.py even when wrk is installed")
+    parser.add_argument("--refresh-notes", type=Path, metavar="DOC",
+                        help="only replace the Analysis of an already generated DOC with "
+                             "docs/performance-notes.md (no measuring)")
     args = parser.parse_args(argv)
+    if args.refresh_notes:
+        refresh_notes(args.refresh_notes)
+        return 0
     global USE_WRK
     USE_WRK = not args.python_load
     mode = SMOKE if args.smoke else FULL
