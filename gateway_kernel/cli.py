@@ -138,14 +138,42 @@ def _serve(gateway: Gateway, args: argparse.Namespace) -> int:
     # what requests allocate.
     gc.collect()
     gc.freeze()
-    waitress.serve(
-        gateway,
-        host=args.host,
-        port=args.port,
-        threads=args.threads,
-        **waitress_options(gateway),
+    server = waitress.create_server(
+        gateway, host=args.host, port=args.port, threads=args.threads, **waitress_options(gateway)
     )
+    drop_stalled_readers(server)
+    server.print_listen("Serving on http://{}:{}")
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
     return 0
+
+
+def drop_stalled_readers(server: object) -> None:
+    """Close connections whose client stopped reading a response for ``channel_timeout``.
+
+    Waitress's own channel_timeout skips connections with a request in progress, so a client
+    that never reads a large (proxied) download pins a worker thread forever once waitress's
+    output buffer is full. This extends its periodic maintenance to those connections.
+    """
+    from waitress.server import BaseWSGIServer
+
+    servers = [server] if isinstance(server, BaseWSGIServer) else [
+        s for s in getattr(server, "map", {}).values() if isinstance(s, BaseWSGIServer)]
+    for each in servers:
+        original = each.maintenance
+
+        def maintenance(now: float, each: BaseWSGIServer = each, original=original) -> None:
+            original(now)
+            cutoff = now - each.adj.channel_timeout
+            for channel in list(each.active_channels.values()):
+                if (channel.connected and channel.requests and channel.total_outbufs_len
+                        and channel.last_activity < cutoff):
+                    # handle_close must run on the event-loop thread: ask it through the trigger.
+                    each.trigger.pull_trigger(channel.handle_close)
+
+        each.maintenance = maintenance
 
 
 def _print_plugins(gateway: Gateway, show_all: bool) -> None:
