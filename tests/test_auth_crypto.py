@@ -12,14 +12,14 @@ from pathlib import Path
 import falcon
 import falcon.testing
 import pytest
-from gateway_plugins.auth_crypto import verify
-from gateway_plugins.auth_crypto.signing import Signer, encode_b64_message, legacy_message, siwe_message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway_kernel import Account, GatewayError, GatewayPlugin, Route, hookimpl
 from gateway_kernel.db import deactivate
 from gateway_kernel.http import send_json
+from gateway_plugins.auth_crypto import verify
+from gateway_plugins.auth_crypto.signing import Signer, encode_b64_message, legacy_message, siwe_message
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "signatures.json").read_text())["vectors"]
 VECTOR_DOMAIN = "app.flowork.example"
@@ -135,12 +135,9 @@ def test_any_user_route_registers_a_new_address(auth_gateway, signer) -> None:
     result = client_for(auth_gateway).simulate_get("/api/v1/probe/whoami", headers=signer.headers())
     assert result.status_code == 200
     assert result.json == {"address": signer.address.lower()}
-    token = auth_gateway.activate()
-    try:
+    with auth_gateway.using_db():
         account = Account.get(Account.address == signer.address.lower())
-    finally:
-        deactivate(token)
-        auth_gateway.release_db()
+    auth_gateway.release_db()
     assert account.public_address == signer.address
     assert account.email == signer.address.lower() + "@flowork.crypto"
 
@@ -476,12 +473,9 @@ def test_concurrent_first_requests_create_one_user(make_gateway, signer) -> None
     for thread in threads:
         thread.join()
     assert statuses == [200] * 8
-    token = gateway.activate()
-    try:
+    with gateway.using_db():
         assert Account.select().where(Account.address == signer.address.lower()).count() == 1
-    finally:
-        deactivate(token)
-        gateway.release_db()
+    gateway.release_db()
 
 
 # -- account hooks ----------------------------------------------------------------------------

@@ -301,12 +301,9 @@ def test_migrations_are_recorded_per_plugin_and_applied_once(make_gateway):
     assert second.migrate() == [] and calls == [1]
     from gateway_kernel.db import MigrationRecord
 
-    token = gateway.activate()
-    rows = {(r.plugin, r.name) for r in MigrationRecord.select()}
+    with gateway.using_db():
+        rows = {(r.plugin, r.name) for r in MigrationRecord.select()}
     assert {("kernel", "0001_account"), ("notes", "0001"), ("notes", "0002_extra")} <= rows
-    from gateway_kernel.db import deactivate
-
-    deactivate(token)
 
 
 def test_failed_migration_is_not_recorded_and_rolls_back(make_gateway):

@@ -22,7 +22,6 @@ import falcon.testing
 import pytest
 
 from gateway_kernel import Account
-from gateway_kernel.db import deactivate
 from gateway_plugins.engines.models import Engine
 from gateway_plugins.sharing.models import EngineShare
 
@@ -46,12 +45,8 @@ def race(calls: Sequence[Callable[[], T]]) -> list[T]:
 
 @contextmanager
 def on(gateway) -> Iterator[None]:
-    token = gateway.activate()
-    try:
-        with gateway.db.connection_context():
-            yield
-    finally:
-        deactivate(token)
+    with gateway.using_db(), gateway.db.connection_context():
+        yield
 
 
 @pytest.fixture

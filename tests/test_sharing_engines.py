@@ -9,7 +9,7 @@ import falcon.testing
 import pytest
 
 from gateway_kernel import Account
-from gateway_kernel.db import deactivate, utcnow
+from gateway_kernel.db import utcnow
 from gateway_plugins.engines.models import Engine
 from gateway_plugins.sharing.models import EngineShare
 
@@ -25,11 +25,8 @@ class Env:
         self.make_signer = make_signer
 
     def run(self, fn):
-        token = self.gateway.activate()
-        try:
+        with self.gateway.using_db():
             return fn()
-        finally:
-            deactivate(token)
 
     def engine(self, owner, name: str = "engine") -> str:
         return self.engine_with_token(owner, name)[0]

@@ -9,7 +9,7 @@ import falcon.testing
 import pytest
 
 from gateway_kernel import Account
-from gateway_kernel.db import deactivate, utcnow
+from gateway_kernel.db import utcnow
 from gateway_plugins.sharing.models import WorkflowLink
 
 API = "/api/v1"
@@ -25,11 +25,8 @@ class Env:
         self.client = falcon.testing.TestClient(gateway)
 
     def run(self, fn):
-        token = self.gateway.activate()
-        try:
+        with self.gateway.using_db():
             return fn()
-        finally:
-            deactivate(token)
 
     def call(self, method: str, path: str, user=None, body=None):
         headers = user.headers() if user else None

@@ -44,12 +44,12 @@ def test_both_migrations_are_recorded(make_gateway):
     from gateway_kernel.db import MigrationRecord
 
     gateway = make_gateway(plugins="bundled,hello")
-    gateway.activate()
-    names = {r.name for r in MigrationRecord.select().where(MigrationRecord.plugin == "hello")}
+    with gateway.using_db():
+        names = {r.name for r in MigrationRecord.select().where(MigrationRecord.plugin == "hello")}
     assert names == {"0001_visit", "0002_last_at_index"}
 
 
-def test_missing_requirement_is_reported(make_gateway):
-    # hello itself requires nothing, but enabling it alone leaves /hello without a user scheme.
-    with pytest.raises(PluginError, match="'hello'.*user"):
+def test_enabled_without_a_user_scheme_fails_loudly(make_gateway):
+    # hello needs "user" principals; enabled alone, no plugin supplies them.
+    with pytest.raises(PluginError, match=r"'hello'.*user"):
         make_gateway(plugins="hello")
