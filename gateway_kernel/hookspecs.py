@@ -148,7 +148,9 @@ def gateway_user_permissions(gateway: Gateway, account: Account) -> list[str]:
 
 @hookspec
 def gateway_commands() -> list[Command]:
-    """Extra ``flowork-gateway`` sub-commands."""
+    """Extra ``flowork-gateway`` sub-commands (:class:`~gateway_kernel.api.Command`), listed in
+    ``--help``; a command's ``run(gateway, args)`` gets a migrated database unless it says
+    ``needs_database=False``."""
 
 
 # --- Flowork contract: engines, sharing, proxy ------------------------------------------------

@@ -124,3 +124,41 @@ class TwoSchemesPlugin(GatewayPlugin):
     @hookimpl
     def gateway_auth_schemes(self, gateway) -> list[AuthScheme]:
         return [HeaderScheme("alpha", "X-Alpha"), HeaderScheme("beta", "X-Beta")]
+
+
+class LifecyclePlugin(GatewayPlugin):
+    """Records lifecycle calls, adds a middleware and a CORS header, vetoes one principal."""
+
+    name = "lifecycle"
+    version = "1"
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    @hookimpl
+    def gateway_startup(self, gateway) -> None:
+        self.events.append("startup")
+
+    @hookimpl
+    def gateway_shutdown(self, gateway) -> None:
+        self.events.append("shutdown")
+
+    @hookimpl
+    def gateway_middleware(self, gateway) -> list[object]:
+        plugin = self
+
+        class Stamp:
+            def process_response(self, req, resp, resource, req_succeeded) -> None:
+                plugin.events.append("middleware")
+                resp.set_header("X-Stamped", "yes")
+
+        return [Stamp()]
+
+    @hookimpl
+    def gateway_cors_headers(self) -> list[str]:
+        return ["X-Lifecycle"]
+
+    @hookimpl
+    def gateway_authorize(self, gateway, principal, req) -> None:
+        if req.get_header("X-Beta") == "good" and req.path.endswith("/notes"):
+            raise GatewayError(404, "not_found", "vetoed")

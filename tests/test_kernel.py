@@ -377,3 +377,27 @@ def test_module_has_no_global_plugin_manager():
 
     assert not [v for v in vars(app_module).values() if type(v).__name__ == "PluginManager"]
     assert "pluggy" in sys.modules
+
+
+# -- lifecycle, middleware, CORS and veto hooks ----------------------------------------------------
+
+
+def test_lifecycle_middleware_cors_and_veto_hooks(make_gateway):
+    from kernel_plugins import LifecyclePlugin
+
+    plugin = LifecyclePlugin()
+    gateway = make_gateway(plugins="none", extra_plugins=[TwoSchemesPlugin(), NotesPlugin(auth="user"),
+                                                          plugin])
+    assert plugin.events == ["startup"]  # make_gateway starts the gateway once
+    gateway.start()
+    assert plugin.events == ["startup"]
+    client = falcon.testing.TestClient(gateway)
+    r = client.simulate_get("/api/v1/notes", headers={"X-Alpha": "good"})
+    assert r.status_code == 200 and r.headers["X-Stamped"] == "yes"
+    vetoed = client.simulate_get("/api/v1/notes", headers={"X-Beta": "good"})
+    assert vetoed.status_code == 404 and vetoed.json["code"] == "not_found"
+    assert vetoed.headers["X-Stamped"] == "yes"  # middleware runs on errors too
+    preflight = client.simulate_options("/api/v1/notes")
+    assert "X-Lifecycle" in preflight.headers["Access-Control-Allow-Headers"]
+    gateway.close()
+    assert plugin.events[-1] == "shutdown"
