@@ -13,13 +13,29 @@ from __future__ import annotations
 
 import datetime as dt
 
-from gateway_kernel import utcnow
+from gateway_kernel import Param, Prepared, utcnow
 from gateway_kernel.errors import GatewayError, not_found
 from gateway_kernel.hookspecs import EngineTarget
 from gateway_kernel.http import parse_uuid
 
 from .models import Engine, is_online
 from .settings import EnginesConfig
+
+# Both lookups run on every proxied request: SQL generated once per database (Prepared).
+ENGINE_BY_ID = Prepared(lambda: (
+    Engine.select(Engine.id, Engine.owner, Engine.last_seen, Engine.url)
+    .where(Engine.id == Param("engine_id"))
+    .limit(1)
+))
+#: The default engine when nothing is shared with the caller and no URL is static (the
+#: usual case); other cases build their query per request, their IN lists vary.
+LATEST_OWNED = Prepared(lambda: (
+    Engine.select(Engine.id, Engine.url)
+    .where((Engine.owner == Param("owner")) & Engine.url.is_null(False)
+           & (Engine.last_seen >= Param("since")))
+    .order_by(Engine.last_seen.desc(), Engine.id)
+    .limit(1)
+))
 
 
 def engine_offline(cfg: EnginesConfig) -> GatewayError:
@@ -35,6 +51,12 @@ def resolve_engine(cfg: EnginesConfig, hook: object, account_id: int,
     shared: list[str] = []
     for ids in hook.flowork_engines_shared_with(account_id=account_id):  # type: ignore[attr-defined]
         shared.extend(ids)
+    since = now - dt.timedelta(seconds=cfg.online_s)
+    if not shared and not cfg.static_urls:
+        row = LATEST_OWNED.first(owner=account_id, since=since)
+        if row is None:
+            raise engine_offline(cfg)
+        return EngineTarget(row.id, row.url, True, False)
     reachable = Engine.owner == account_id
     if shared:
         reachable |= Engine.id.in_(shared)
@@ -43,7 +65,7 @@ def resolve_engine(cfg: EnginesConfig, hook: object, account_id: int,
         routable |= Engine.id.in_(list(cfg.static_urls))
     row = (
         Engine.select(Engine.id, Engine.url)
-        .where(reachable & routable & (Engine.last_seen >= now - dt.timedelta(seconds=cfg.online_s)))
+        .where(reachable & routable & (Engine.last_seen >= since))
         .order_by(Engine.last_seen.desc(), Engine.id)
         .first()
     )
@@ -55,11 +77,7 @@ def resolve_engine(cfg: EnginesConfig, hook: object, account_id: int,
 
 def _by_id(cfg: EnginesConfig, hook: object, account_id: int, eid: str,
            now: dt.datetime) -> EngineTarget:
-    row = (
-        Engine.select(Engine.id, Engine.owner, Engine.last_seen, Engine.url)
-        .where(Engine.id == eid)
-        .first()
-    )
+    row = ENGINE_BY_ID.first(engine_id=eid)
     if row is None:
         raise not_found()
     if row.owner_id != account_id and hook.flowork_engine_guest_role(  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import falcon
 import peewee
 
-from gateway_kernel import Account, utcnow
+from gateway_kernel import Account, Param, Prepared, utcnow
 from gateway_kernel.errors import bad_request, conflict, not_found
 from gateway_kernel.hookspecs import EngineGuest
 from gateway_kernel.http import isoformat, parse_uuid, read_json_object, require_str, send_json
@@ -120,28 +120,37 @@ def delete_share(engine: Engine, shared_user_id: str) -> None:
 # -- contract hooks --------------------------------------------------------------------------
 
 
+# The proxy and get-engine-auth-info call these on every request: SQL generated once per
+# database (Prepared), never per call; every call still reads the table, so a revoked share
+# takes effect at once.
+GUESTS_OF_ENGINE = Prepared(lambda: (
+    EngineShare.select(EngineShare, Account)
+    .join(Account)
+    .where(EngineShare.engine == Param("engine_id"))
+    .order_by(EngineShare.id)
+))
+GUEST_ROLE = Prepared(lambda: (
+    EngineShare.select(EngineShare.role)
+    .where((EngineShare.engine == Param("engine_id")) & (EngineShare.account == Param("account_id")))
+    .limit(1)
+    .tuples()
+))
+SHARED_WITH = Prepared(lambda: (
+    EngineShare.select(EngineShare.engine).where(EngineShare.account == Param("account_id")).tuples()
+))
+
+
 def engine_guests(engine_id: str) -> list[EngineGuest]:
-    query = (
-        EngineShare.select(EngineShare, Account)
-        .join(Account)
-        .where(EngineShare.engine == engine_id)
-        .order_by(EngineShare.id)
-    )
-    return [EngineGuest(share.account, share.role) for share in query]
+    return [EngineGuest(share.account, share.role)
+            for share in GUESTS_OF_ENGINE.run(engine_id=engine_id)]
 
 
 def engine_guest_role(engine_id: str, account_id: int) -> str | None:
-    share = (
-        EngineShare.select(EngineShare.role)
-        .where((EngineShare.engine == engine_id) & (EngineShare.account == account_id))
-        .first()
-    )
-    return share.role if share is not None else None
+    return GUEST_ROLE.scalar(engine_id=engine_id, account_id=account_id)
 
 
 def engines_shared_with(account_id: int) -> list[str]:
-    query = EngineShare.select(EngineShare.engine).where(EngineShare.account == account_id)
-    return [share.engine_id for share in query]
+    return [engine_id for (engine_id,) in SHARED_WITH.run(account_id=account_id)]
 
 
 # -- resources -------------------------------------------------------------------------------
