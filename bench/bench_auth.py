@@ -27,12 +27,12 @@ from pathlib import Path
 import falcon.testing
 from eth_keys import KeyAPI
 from eth_keys.backends import NativeECCBackend
-from gateway_plugins.auth_crypto import verify
-from gateway_plugins.auth_crypto.signing import Signer
 
 from gateway_kernel import GatewayPlugin, Route, create_gateway, hookimpl
 from gateway_kernel.db import deactivate
 from gateway_kernel.http import send_json
+from gateway_plugins.auth_crypto import verify
+from gateway_plugins.auth_crypto.signing import Signer
 
 
 class _Ping:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import falcon.testing
 import pytest
+from openapi_check import check
 
 from gateway_kernel.app import Gateway
-
-from openapi_check import check  # noqa: I001 - tests/ is on sys.path (rootdir-less layout)
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +16,7 @@ def _validate_responses_against_openapi(monkeypatch, request):
         return
     original = falcon.testing.TestClient.simulate_request
 
-    def simulate_request(self, method="GET", path="/", *args, **kwargs):  # noqa: ANN001
+    def simulate_request(self, method="GET", path="/", *args, **kwargs):
         result = original(self, method, path, *args, **kwargs)
         if isinstance(self.app, Gateway) and not kwargs.get("_stream_result"):
             check(self.app, method.upper(), path, result.status_code,
@@ -28,5 +27,5 @@ def _validate_responses_against_openapi(monkeypatch, request):
     yield
 
 
-def pytest_configure(config):  # noqa: ANN001
+def pytest_configure(config):
     config.addinivalue_line("markers", "no_openapi_check: skip response validation")

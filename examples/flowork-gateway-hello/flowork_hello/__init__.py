@@ -60,7 +60,7 @@ class HelloPlugin(GatewayPlugin):
         self.greeting = "Hello"
 
     @hookimpl
-    def gateway_configure(self, gateway) -> None:  # noqa: ANN001
+    def gateway_configure(self, gateway) -> None:
         self.greeting = gateway.config["HELLO_GREETING"]
 
     @hookimpl
@@ -72,12 +72,12 @@ class HelloPlugin(GatewayPlugin):
         return [create_tables("0001_visit", Visit), Migration("0002_last_at_index", _add_last_at_index)]
 
     @hookimpl
-    def gateway_routes(self, gateway) -> list[Route]:  # noqa: ANN001
+    def gateway_routes(self, gateway) -> list[Route]:
         # "user": any enabled scheme that produces user principals (auth_crypto by default).
         return [Route("/hello", HelloResource(self), "user")]
 
     @hookimpl
-    def gateway_openapi(self, gateway) -> dict:  # noqa: ANN001
+    def gateway_openapi(self, gateway) -> dict:
         schema = {"type": "object", "required": ["message", "visits"],
                   "properties": {"message": {"type": "string"}, "visits": {"type": "integer"}}}
         return {"paths": {"/hello": {"get": op("Greet the caller", "user",
