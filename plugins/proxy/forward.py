@@ -94,6 +94,34 @@ def engine_base(url: str) -> str | None:
 
 
 @dataclass(frozen=True)
+class _Origin:
+    """An engine base parsed once (as httpx would parse it), for building requests without
+    ``httpx.Request``."""
+
+    address: tuple[bytes, bytes, int | None]  # scheme, host, port
+    host_header: bytes
+    prefix: str  # the base's path, already encoded
+
+
+@functools.lru_cache(maxsize=4096)
+def _origin(base: str) -> _Origin:
+    url = httpx.URL(base)
+    return _Origin((url.raw_scheme, url.raw_host, url.port), url.netloc,
+                   url.raw_path.decode("ascii").rstrip("/"))
+
+
+def _target(origin: _Origin, base: str, rest: str) -> bytes:
+    """The request target for ``base + rest``, as httpx would send it. httpx escapes a ``%``
+    that starts no ``%XX``; only text with a ``%`` can need that, so only it is parsed."""
+    if "%" in rest or "%" in origin.prefix:
+        return httpx.URL(base + rest).raw_path
+    return (origin.prefix + rest).encode("ascii")
+
+
+_EMPTY_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # httpx sends Content-Length: 0
+
+
+@dataclass(frozen=True)
 class ProxySettings:
     connect_timeout_s: float
     read_timeout_s: float
@@ -188,9 +216,10 @@ class Forwarder:
         if length > self.settings.max_upload_bytes:
             raise body_too_large(self.settings.max_upload_bytes)
         query = req.env.get("QUERY_STRING", "")
-        url = base + "/api/v1" + encoded
+        rest = "/api/v1" + encoded
         if query:
-            url += "?" + quote(query.encode("latin-1", "replace"), safe=_QUERY_SAFE)
+            rest += "?" + quote(query.encode("latin-1", "replace"), safe=_QUERY_SAFE)
+        origin = _origin(base)
 
         headers = self._request_headers(req, principal, target, public)
         if length:
@@ -199,8 +228,12 @@ class Forwarder:
             gateway=self.gateway, principal=principal, target=target, method=req.method,
             path=path, headers=headers,
         )
-        raw_headers = [(n.encode("latin-1"), _encode(v)) for n, v in headers.items()
-                       if not self._carries_secret(n, v)]
+        # What httpx.Request would add: Host first, an empty body's length for POST/PUT/PATCH.
+        raw_headers = [(b"Host", origin.host_header)]
+        raw_headers += [(n.encode("latin-1"), _encode(v)) for n, v in headers.items()
+                        if not self._carries_secret(n, v)]
+        if not length and req.method in _EMPTY_BODY_METHODS:
+            raw_headers.append((b"Content-Length", b"0"))
 
         # Never hold a pooled database connection across the engine's answer time.
         self.gateway.release_db()
@@ -208,7 +241,8 @@ class Forwarder:
                             uploading=bool(length))
         body = _upload(req.bounded_stream, length, exchange) if length else None
         retries = 1 if req.method in RETRYABLE and body is None else 0
-        upstream = self._send(req.method, url, raw_headers, body, exchange, key, retries)
+        upstream = self._send(req.method, origin.address, _target(origin, base, rest), raw_headers,
+                              body, exchange, key, retries)
 
         status = upstream.status_code
         kept, content_length = _response_headers(upstream)
@@ -234,18 +268,19 @@ class Forwarder:
             resp.set_header("Content-Length", content_length)
         resp.stream = UpstreamBody(upstream, exchange)
 
-    def _send(self, method: str, url: str, headers: list[tuple[bytes, bytes]],
-              body: Iterator[bytes] | None, exchange: Exchange, key: tuple[str, str],
-              retries: int) -> httpx.Response:
+    def _send(self, method: str, origin: tuple[bytes, bytes, int | None], target: bytes,
+              headers: list[tuple[bytes, bytes]], body: Iterator[bytes] | None,
+              exchange: Exchange, key: tuple[str, str], retries: int) -> httpx.Response:
         """Send, retrying transport failures of body-less idempotent requests (nothing has
         reached the client yet); map failures to the API's errors and feed the breaker."""
         attempt = 0
+        raw_method = method.upper().encode("ascii")
+        extensions = {"timeout": self.timeouts}
         while True:
-            request = httpx.Request(method, url, headers=headers, content=body,
-                                    extensions={"timeout": self.timeouts})
             try:
                 with exchange.active():
-                    response = self.transport.handle_request(request)
+                    response = self.transport.send(raw_method, origin, target, headers,
+                                                   body if body is not None else b"", extensions)
             except httpx.PoolTimeout:  # our own pool is exhausted: not the engine's fault
                 raise GatewayError(504, "engine_timeout", "The engine did not answer in time",
                                    {"Retry-After": "1"}) from None

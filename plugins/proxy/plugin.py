@@ -85,6 +85,8 @@ class ProxyPlugin(GatewayPlugin):
         if public_url is not None and engine_base(public_url) is None:
             raise ConfigError("FLOWORK_PUBLIC_ENGINE_URL: expected an http(s) URL without "
                               f"credentials, got {public_url!r}")
+        # The server's own cap on request bodies must admit the largest upload we forward.
+        gateway.allow_request_body(config["FLOWORK_PROXY_MAX_UPLOAD_BYTES"])
         self.forwarder = Forwarder(gateway, ProxySettings(
             connect_timeout_s=config["FLOWORK_PROXY_CONNECT_TIMEOUT_S"],
             read_timeout_s=config["FLOWORK_PROXY_READ_TIMEOUT_S"],

@@ -25,7 +25,7 @@ from typing import Any
 import httpcore
 import httpx
 
-READ_BYTES = 256 * 1024
+READ_BYTES = 1024 * 1024
 
 #: The exchange whose deadline bounds socket operations in the current context.
 _CURRENT: ContextVar[Exchange | None] = ContextVar("flowork_proxy_exchange", default=None)
@@ -102,7 +102,7 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._stream = stream
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        # httpcore asks for 64 KiB; taking up to 256 KiB when it is there means a quarter of
+        # httpcore asks for 64 KiB; taking up to 1 MiB when it is there means a sixteenth of
         # the syscalls and of the per-chunk work downstream (waitress wakes its loop per write).
         return self._stream.read(max(max_bytes, READ_BYTES),
                                  _bounded(timeout, httpcore.ReadTimeout))
@@ -221,14 +221,21 @@ class EngineTransport(httpx.BaseTransport):
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        core = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(scheme=request.url.raw_scheme, host=request.url.raw_host,
-                             port=request.url.port, target=request.url.raw_path),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
+        url = request.url
+        return self.send(request.method.encode("ascii"),
+                         (url.raw_scheme, url.raw_host, url.port), url.raw_path,
+                         request.headers.raw, request.stream, request.extensions)
+
+    def send(self, method: bytes, origin: tuple[bytes, bytes, int | None], target: bytes,
+             headers: list[tuple[bytes, bytes]], content: Any,
+             extensions: dict[str, Any]) -> httpx.Response:
+        """One exchange without an ``httpx.Request`` (its URL parsing and header model cost
+        about a fifth of a small proxied request): ``origin`` is (scheme, host, port), the
+        headers are sent as given (Host included)."""
+        scheme, host, port = origin
+        core = httpcore.Request(method=method,
+                                url=httpcore.URL(scheme=scheme, host=host, port=port, target=target),
+                                headers=headers, content=content, extensions=extensions)
         with _mapped():
             response = self._pool.handle_request(core)
         return httpx.Response(status_code=response.status, headers=response.headers,
