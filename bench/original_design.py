@@ -4,13 +4,13 @@ its signer in pure Python and nothing is cached. The baseline of the "speed-up" 
     ECC_BACKEND_CLASS=eth_keys.backends.NativeECCBackend \\
         .venv/bin/python bench/original_design.py --port 8200 [--threads 8]
 
-auth_crypto has no switch for either (see docs/PERFORMANCE.md), so this launcher swaps two
-of its module attributes before the ordinary ``flowork-gateway serve`` runs:
+Before the ordinary ``flowork-gateway serve`` runs, this launcher
 
-- ``recover_address``: recovery through the eth_keys backend named by ``ECC_BACKEND_CLASS``
-  (default here: the pure-Python ``NativeECCBackend``), passed explicitly;
-- ``ExpiringCache``: a cache that never keeps anything, so neither verified signatures nor
-  accounts are remembered (one account query per request, like the original).
+- sets ``FLOWORK_AUTH_CACHE=off`` (auth_crypto's own setting): neither verified signatures
+  nor accounts are remembered (one account query per request, like the original);
+- swaps auth_crypto's ``recover_address`` for recovery through the eth_keys backend named by
+  ``ECC_BACKEND_CLASS`` (default here: the pure-Python ``NativeECCBackend``). The plugin
+  always recovers with coincurve, whatever that variable says, so this one patch remains.
 
 It fails loudly if the plugin no longer has what it patches.
 """
@@ -19,37 +19,14 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Hashable
-from typing import Any
 
 DEFAULT_BACKEND = "eth_keys.backends.NativeECCBackend"
 
 
-class NoCache:
-    """Drop-in for auth_crypto's ExpiringCache that remembers nothing."""
-
-    def __init__(self, max_entries: int = 0) -> None:
-        self.max_entries = max_entries
-
-    def get(self, key: Hashable, now: float) -> Any:
-        return None
-
-    def put(self, key: Hashable, value: Any, expires: float) -> None:
-        return None
-
-    def discard(self, key: Hashable) -> None:
-        return None
-
-    def clear(self) -> None:
-        return None
-
-    def __len__(self) -> int:
-        return 0
-
-
 def patch_auth_crypto() -> str:
-    """Install slow recovery and no caches; return the backend's class name."""
+    """Install slow recovery and turn the caches off; return the backend's class name."""
     os.environ.setdefault("ECC_BACKEND_CLASS", DEFAULT_BACKEND)
+    os.environ["FLOWORK_AUTH_CACHE"] = "off"
     from eth_keys.backends import get_backend
     from eth_keys.datatypes import Signature
     from eth_keys.exceptions import BadSignature, ValidationError
@@ -66,13 +43,11 @@ def patch_auth_crypto() -> str:
             raise verify.InvalidSignature("signature does not recover to a public key") from exc
         return public_key.to_canonical_address()
 
-    for module, name in ((plugin, "recover_address"), (verify, "recover_address"),
-                         (plugin, "ExpiringCache")):
+    for module, name in ((plugin, "recover_address"), (verify, "recover_address")):
         if not hasattr(module, name):
             raise SystemExit(f"original_design: {module.__name__}.{name} is gone; update bench")
     plugin.recover_address = recover_address
     verify.recover_address = recover_address
-    plugin.ExpiringCache = NoCache
     return type(backend).__name__
 
 

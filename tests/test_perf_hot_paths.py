@@ -100,3 +100,59 @@ class _activated:
         from gateway_kernel.db import deactivate
 
         deactivate(self.token)
+
+
+# -- auth_crypto: recovery backend and the cache switch ------------------------------------
+
+
+def _recoveries(monkeypatch) -> list[int]:
+    import coincurve
+
+    calls: list[int] = []
+    original = coincurve.keys.PublicKey.from_signature_and_message
+    monkeypatch.setattr(coincurve.keys.PublicKey, "from_signature_and_message",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    return calls
+
+
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_recovery_uses_coincurve_whatever_ecc_backend_class_says(monkeypatch, make_gateway,
+                                                                  signer, cache):
+    from eth_keys.backends import get_backend
+
+    monkeypatch.setenv("ECC_BACKEND_CLASS", "eth_keys.backends.NativeECCBackend")
+    assert type(get_backend()).__name__ == "NativeECCBackend"  # what eth_keys would use
+    calls = _recoveries(monkeypatch)
+    gateway = make_gateway(plugins="auth_crypto", settings={"FLOWORK_AUTH_CACHE": cache})
+    client = falcon.testing.TestClient(gateway)
+    headers = signer.headers()
+    for _ in range(3):
+        r = client.simulate_get(API + "/auth/profile", headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json["public_address"] == signer.address
+    # Every recovery went through coincurve: once with the cache, per request without.
+    assert len(calls) == (1 if cache == "on" else 3)
+
+
+def test_auth_cache_off_reads_the_account_on_every_request(monkeypatch, make_gateway, signer):
+    gateway = make_gateway(plugins="auth_crypto", settings={"FLOWORK_AUTH_CACHE": "0"})
+    client = falcon.testing.TestClient(gateway)
+    headers = signer.headers()
+    assert client.simulate_get(API + "/auth/profile", headers=headers).status_code == 200
+    seen: list[str] = []
+    original = gateway.db.execute_sql
+    monkeypatch.setattr(gateway.db, "execute_sql",
+                        lambda sql, *a, **k: seen.append(sql) or original(sql, *a, **k))
+    assert client.simulate_get(API + "/auth/profile", headers=headers).status_code == 200
+    assert client.simulate_get(API + "/auth/profile", headers=headers).status_code == 200
+    assert len([sql for sql in seen if "SELECT" in sql]) >= 2
+    # logout still refuses older signatures at once
+    assert client.simulate_post(API + "/auth/logout", headers=headers).status_code == 200
+    assert client.simulate_get(API + "/auth/profile", headers=headers).status_code == 401
+
+
+def test_auth_cache_setting_is_validated(make_gateway):
+    from gateway_kernel import ConfigError
+
+    with pytest.raises(ConfigError, match="FLOWORK_AUTH_CACHE"):
+        make_gateway(plugins="auth_crypto", settings={"FLOWORK_AUTH_CACHE": "maybe"})

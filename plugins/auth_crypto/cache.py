@@ -10,7 +10,7 @@ V = TypeVar("V")
 
 
 class ExpiringCache(Generic[V]):
-    """At most ``max_entries`` values, each dropped at its own expiry time.
+    """At most ``max_entries`` values, each dropped at its own expiry time (0: none).
 
     Reads take no lock (a dict lookup is atomic in CPython); writes do. When full, the
     oldest insertion is evicted: simple and O(1), good enough for a cache whose entries
@@ -32,6 +32,8 @@ class ExpiringCache(Generic[V]):
         return item[1]
 
     def put(self, key: Hashable, value: V, expires: float) -> None:
+        if self.max_entries <= 0:  # a disabled cache keeps nothing
+            return
         with self._lock:
             self._data.pop(key, None)
             while len(self._data) >= self.max_entries:

@@ -18,6 +18,8 @@ from gateway_kernel import (
     Command,
     GatewayError,
     GatewayPlugin,
+    Param,
+    Prepared,
     Principal,
     Route,
     Setting,
@@ -74,6 +76,31 @@ def as_chain_ids(value: Any) -> frozenset[int]:
         raise ValueError("expected comma-separated integer chain ids") from None
 
 
+_ON = frozenset({"1", "on", "true", "yes"})
+_OFF = frozenset({"0", "off", "false", "no"})
+
+
+def as_switch(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _ON:
+        return True
+    if text in _OFF:
+        return False
+    raise ValueError("expected on or off (1/0, true/false, yes/no)")
+
+
+#: The account and its logout cut-off in one query (per cache miss; SQL built once).
+ACCOUNT_WITH_CUTOFF = Prepared(lambda: (
+    Account.select(Account, Revocation.revoked_before)
+    .join(Revocation, peewee.JOIN.LEFT_OUTER, on=(Revocation.account == Account.id))
+    .where(Account.address == Param("address"))
+    .limit(1)
+    .objects()
+))
+
+
 def _epoch(value: dt.datetime) -> float:
     """Naive-UTC datetime from the database → unix seconds."""
     return value.replace(tzinfo=dt.UTC).timestamp()
@@ -102,11 +129,14 @@ class CryptoUserScheme(AuthScheme):
     kind = "user"
     headers = (_HEADER_ADDRESS, _HEADER_SIGNATURE, _HEADER_MESSAGE, "X-Payload-Version")
 
-    def __init__(self, gateway: Gateway, policy: Policy) -> None:
+    def __init__(self, gateway: Gateway, policy: Policy, cache: bool = True) -> None:
         self.gateway = gateway
         self.policy = policy
-        self.verified: ExpiringCache[Verified] = ExpiringCache(VERIFIED_CACHE_SIZE)
-        self.accounts: ExpiringCache[CachedAccount] = ExpiringCache(ACCOUNT_CACHE_SIZE)
+        # cache=False (FLOWORK_AUTH_CACHE=off): caches that keep nothing, so every request
+        # recovers its signer and reads its account (the benchmark's original design).
+        self.verified: ExpiringCache[Verified] = ExpiringCache(VERIFIED_CACHE_SIZE if cache else 0)
+        self.accounts: ExpiringCache[CachedAccount] = ExpiringCache(
+            ACCOUNT_CACHE_SIZE if cache else 0)
         #: Wall clock (unix seconds) for message validity; tests may replace it.
         self.clock: Callable[[], float] = time.time
 
@@ -180,13 +210,7 @@ class CryptoUserScheme(AuthScheme):
         cached = self.accounts.get(address, now)
         if cached is not None:
             return cached
-        row = (
-            Account.select(Account, Revocation.revoked_before)
-            .join(Revocation, peewee.JOIN.LEFT_OUTER, on=(Revocation.account == Account.id))
-            .where(Account.address == address)
-            .objects()
-            .first()
-        )
+        row = ACCOUNT_WITH_CUTOFF.first(address=address)
         if row is None:  # first successful auth: register (safe under concurrency)
             cached = CachedAccount(self.gateway.ensure_account(address), None)
         else:
@@ -262,6 +286,9 @@ class AuthCryptoPlugin(GatewayPlugin):
                 "longest Sign-In with Ethereum validity accepted, seconds"),
         Setting("FLOWORK_SIWE_CHAIN_IDS", as_chain_ids, frozenset(),
                 "allowed chain ids, comma-separated (default: any)"),
+        Setting("FLOWORK_AUTH_CACHE", as_switch, True,
+                "remember verified signatures and accounts for a few seconds (on/off; off "
+                "recovers every signature and reads the account on every request)"),
     )
 
     scheme: CryptoUserScheme
@@ -276,7 +303,7 @@ class AuthCryptoPlugin(GatewayPlugin):
             siwe_max_lifetime_s=config["FLOWORK_SIWE_MAX_LIFETIME_S"],
             chain_ids=config["FLOWORK_SIWE_CHAIN_IDS"],
         )
-        self.scheme = CryptoUserScheme(gateway, policy)
+        self.scheme = CryptoUserScheme(gateway, policy, cache=config["FLOWORK_AUTH_CACHE"])
 
     @hookimpl
     def gateway_models(self) -> list[type[peewee.Model]]:
