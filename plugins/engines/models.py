@@ -86,10 +86,15 @@ def is_online(last_seen: dt.datetime | None, online_s: int, now: dt.datetime) ->
 
 def engine_json(engine: Engine, online_s: int, now: dt.datetime | None = None) -> dict[str, Any]:
     """The API.md engine shape ``{"id","name","status","last_seen"}`` (sharing reuses it)."""
-    online = is_online(engine.last_seen, online_s, now or utcnow())
+    return engine_row_json(engine.id, engine.name, engine.last_seen, online_s, now or utcnow())
+
+
+def engine_row_json(engine_id: str, name: str, last_seen: dt.datetime | None, online_s: int,
+                    now: dt.datetime) -> dict[str, Any]:
+    """:func:`engine_json` from the three columns (hot lists read tuples, not models)."""
     return {
-        "id": engine.id,
-        "name": engine.name,
-        "status": "online" if online else "offline",
-        "last_seen": isoformat(engine.last_seen),
+        "id": engine_id,
+        "name": name,
+        "status": "online" if is_online(last_seen, online_s, now) else "offline",
+        "last_seen": isoformat(last_seen),
     }

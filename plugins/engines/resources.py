@@ -18,7 +18,7 @@ from gateway_kernel.errors import GatewayError, bad_request, not_found
 from gateway_kernel.http import parse_uuid, read_json_object, require_str, send_json
 from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
-from .models import Engine, engine_json
+from .models import Engine, engine_json, engine_row_json
 from .queries import HotQueries
 from .settings import EnginesConfig
 from .urls import InvalidEngineURL, validate_engine_url
@@ -62,6 +62,7 @@ ENGINES_OF_OWNER = Prepared(lambda: (
     Engine.select(Engine.id, Engine.name, Engine.last_seen)
     .where(Engine.owner == Param("owner"))
     .order_by(peewee.fn.LOWER(Engine.name), Engine.id)
+    .tuples()  # converted values without a model instance per row
 ))
 #: Heartbeat without a URL change (the usual one): one prepared UPDATE.
 TOUCH_ENGINE = Prepared(lambda: (
@@ -75,7 +76,9 @@ class EnginesCollection(_Resource):
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         rows = ENGINES_OF_OWNER.run(owner=account_of(req).id)
         now = utcnow()
-        send_json(resp, [engine_json(e, self.cfg.online_s, now) for e in rows])
+        online_s = self.cfg.online_s
+        send_json(resp, [engine_row_json(eid, name, last_seen, online_s, now)
+                         for eid, name, last_seen in rows])
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         name = engine_name(read_json_object(req))
