@@ -25,7 +25,9 @@ from typing import Any
 import httpcore
 import httpx
 
-READ_BYTES = 1024 * 1024
+#: Not 1 MiB: a chunk that size overflows waitress's output buffer (outbuf_overflow, 1 MiB)
+#: into a temporary file; measured 0.20/0.44 of direct against 0.49/0.51 for 256 KiB.
+READ_BYTES = 256 * 1024
 
 #: The exchange whose deadline bounds socket operations in the current context.
 _CURRENT: ContextVar[Exchange | None] = ContextVar("flowork_proxy_exchange", default=None)
@@ -102,7 +104,7 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._stream = stream
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        # httpcore asks for 64 KiB; taking up to 1 MiB when it is there means a sixteenth of
+        # httpcore asks for 64 KiB; taking up to 256 KiB when it is there means a quarter of
         # the syscalls and of the per-chunk work downstream (waitress wakes its loop per write).
         return self._stream.read(max(max_bytes, READ_BYTES),
                                  _bounded(timeout, httpcore.ReadTimeout))
