@@ -62,7 +62,6 @@ ENGINES_OF_OWNER = Prepared(lambda: (
     Engine.select(Engine.id, Engine.name, Engine.last_seen)
     .where(Engine.owner == Param("owner"))
     .order_by(peewee.fn.LOWER(Engine.name), Engine.id)
-    .tuples()  # converted values without a model instance per row
 ))
 #: Heartbeat without a URL change (the usual one): one prepared UPDATE.
 TOUCH_ENGINE = Prepared(lambda: (
@@ -74,10 +73,12 @@ class EnginesCollection(_Resource):
     """GET/POST /user/engines."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        rows = ENGINES_OF_OWNER.run(owner=account_of(req).id)
+        # The raw cursor: peewee's result wrapper costs more than the three conversions.
+        rows = ENGINES_OF_OWNER.cursor(owner=account_of(req).id).fetchall()
         now = utcnow()
         online_s = self.cfg.online_s
-        send_json(resp, [engine_row_json(eid, name, last_seen, online_s, now)
+        to_datetime = Engine.last_seen.python_value  # SQLite returns text, PostgreSQL datetimes
+        send_json(resp, [engine_row_json(eid, name, to_datetime(last_seen), online_s, now)
                          for eid, name, last_seen in rows])
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
