@@ -51,8 +51,7 @@ class ProxyPlugin(GatewayPlugin):
         Setting("FLOWORK_TRUSTED_PROXIES", as_networks, (),
                 "peers (CIDRs) whose Forwarded/X-Forwarded-* headers are kept"),
         Setting("FLOWORK_PROXY_MAX_UPLOAD_BYTES", as_int(0), GIB,
-                "largest request body forwarded to an engine (under `serve`, waitress itself "
-                "refuses bodies of 1 GiB or more)"),
+                "largest request body forwarded to an engine (serve admits bodies up to it)"),
         Setting("FLOWORK_PROXY_CONNECT_TIMEOUT_S", as_seconds(0.01, 300), 5.0,
                 "connecting to an engine"),
         Setting("FLOWORK_PROXY_READ_TIMEOUT_S", as_seconds(0.01, 3600), 60.0,
