@@ -50,14 +50,14 @@ def as_optional_str(value: Any) -> str | None:
     return text or None
 
 
-def as_int(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
+def _number(kind: Callable[[Any], Any], what: str, minimum: Any, maximum: Any) -> Callable[[Any], Any]:
+    def parse(value: Any) -> Any:
         if isinstance(value, bool):
-            raise ValueError("expected an integer")
+            raise ValueError(f"expected {what}")
         try:
-            number = int(value)
+            number = kind(value)
         except (TypeError, ValueError):
-            raise ValueError(f"expected an integer, got {value!r}") from None
+            raise ValueError(f"expected {what}, got {value!r}") from None
         if minimum is not None and number < minimum:
             raise ValueError(f"must be at least {minimum}")
         if maximum is not None and number > maximum:
@@ -65,6 +65,15 @@ def as_int(minimum: int | None = None, maximum: int | None = None) -> Callable[[
         return number
 
     return parse
+
+
+def as_int(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any], int]:
+    return _number(int, "an integer", minimum, maximum)
+
+
+def as_seconds(minimum: float | None = None, maximum: float | None = None) -> Callable[[Any], float]:
+    """A duration in (possibly fractional) seconds."""
+    return _number(float, "a number of seconds", minimum, maximum)
 
 
 def as_list(value: Any) -> list[str]:

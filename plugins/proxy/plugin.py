@@ -12,7 +12,7 @@ from typing import Any
 import falcon
 
 from gateway_kernel import API_PREFIX, ConfigError, Gateway, GatewayPlugin, Route, Setting, Sink, hookimpl
-from gateway_kernel.config import as_int, as_networks, as_optional_str
+from gateway_kernel.config import as_int, as_networks, as_optional_str, as_seconds
 from gateway_kernel.errors import unavailable
 from gateway_kernel.openapi import error, op, path_param
 
@@ -22,23 +22,6 @@ ENGINE_HEADER = "X-Flowork-Engine-ID"
 OFFLINE_RETRY_AFTER_S = 5
 GIB = 1024**3
 MIB = 1024**2
-
-
-def as_seconds(minimum: float, maximum: float) -> Any:
-    """A duration in (possibly fractional) seconds within [minimum, maximum]."""
-
-    def parse(value: Any) -> float:
-        if isinstance(value, bool):
-            raise ValueError("expected a number of seconds")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"expected a number of seconds, got {value!r}") from None
-        if not minimum <= number <= maximum:
-            raise ValueError(f"must be between {minimum} and {maximum}")
-        return number
-
-    return parse
 
 
 class ProxyPlugin(GatewayPlugin):
