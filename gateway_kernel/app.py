@@ -7,6 +7,7 @@ import itertools
 import logging
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -345,6 +346,7 @@ class Gateway:
     # -- HTTP ------------------------------------------------------------------------------
 
     def _build_app(self) -> falcon.App:
+        self.health = HealthResource(self)
         middleware: list[object] = [KernelMiddleware(self)]
         for _plugin, items in self._per_plugin("gateway_middleware", gateway=self):
             middleware.extend(items)
@@ -355,7 +357,7 @@ class Gateway:
         app.add_error_handler(DATABASE_DOWN_ERRORS, _database_down)
 
         routes: list[tuple[str, Route]] = [
-            (KERNEL, Route("/system/health", HealthResource(self), "public")),
+            (KERNEL, Route("/system/health", self.health, "public")),
             (KERNEL, Route("/openapi.json", OpenAPIResource(self), "public")),
         ]
         for plugin, items in self._per_plugin("gateway_routes", gateway=self):
@@ -545,20 +547,33 @@ class KernelMiddleware:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
                          req_succeeded: bool) -> None:
-        release_connection(self.gateway.db, broken=getattr(req.context, "db_broken", False))
+        broken = getattr(req.context, "db_broken", False)
+        if broken:
+            self.gateway.health.healthy_until = 0.0
+        release_connection(self.gateway.db, broken=broken)
 
 
 class HealthResource:
-    """GET /system/health: is the database answering?"""
+    """GET /system/health: is the database answering?
 
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    A healthy answer is reused for HEALTH_CACHE_S, so load balancers polling every instance
+    do not each cost a query; any request that meets a database error ends that at once.
+    """
 
+    HEALTH_CACHE_S = 0.5
     HEALTHY = b'{"status":"healthy","database":"connected"}'
     UNHEALTHY = b'{"status":"unhealthy","database":"disconnected"}'
 
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.healthy_until = 0.0  # time.monotonic(); reset by KernelMiddleware on DB errors
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
+        now = time.monotonic()
+        if now < self.healthy_until:
+            resp.data = self.HEALTHY
+            return
         try:
             self.gateway.db.execute_sql("SELECT 1").fetchone()
         except (*DATABASE_DOWN_ERRORS, peewee.DatabaseError):
@@ -566,6 +581,7 @@ class HealthResource:
             resp.status = falcon.HTTP_503
             resp.data = self.UNHEALTHY
             return
+        self.healthy_until = now + self.HEALTH_CACHE_S
         resp.data = self.HEALTHY
 
     on_head = on_get

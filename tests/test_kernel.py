@@ -401,3 +401,28 @@ def test_lifecycle_middleware_cors_and_veto_hooks(make_gateway):
     assert "X-Lifecycle" in preflight.headers["Access-Control-Allow-Headers"]
     gateway.close()
     assert plugin.events[-1] == "shutdown"
+
+
+def test_health_reuses_a_healthy_answer_briefly_and_forgets_it_on_a_database_error(make_gateway):
+    gateway = notes_gateway(make_gateway)
+    client = falcon.testing.TestClient(gateway)
+    queries = []
+    original = gateway.db.execute_sql
+
+    def counting(sql, *args, **kwargs):
+        queries.append(sql)
+        return original(sql, *args, **kwargs)
+
+    gateway.db.execute_sql = counting
+    try:
+        for _ in range(5):
+            assert client.simulate_get("/api/v1/system/health").status_code == 200
+        assert queries.count("SELECT 1") == 1  # one check serves the next half second
+        # A request that meets a database error ends the reuse at once.
+        gateway.db.execute_sql = lambda *a, **k: (_ for _ in ()).throw(
+            __import__("peewee").OperationalError("gone"))
+        assert client.simulate_get("/api/v1/notes").status_code == 503
+        r = client.simulate_get("/api/v1/system/health")
+        assert r.status_code == 503 and r.json["status"] == "unhealthy"
+    finally:
+        gateway.db.execute_sql = original
