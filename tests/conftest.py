@@ -29,3 +29,18 @@ def _validate_responses_against_openapi(monkeypatch, request):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "no_openapi_check: skip response validation")
+
+
+@pytest.fixture
+def upstream():
+    """A real loopback engine (tests/upstreams.py) for proxy tests."""
+    from upstreams import Upstream
+
+    with Upstream() as server:
+        yield server
+
+
+@pytest.fixture
+def auth(signer):
+    """One legacy signature, reused for every request of a test as the GUI does."""
+    return signer.headers()

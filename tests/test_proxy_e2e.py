@@ -7,15 +7,9 @@ import hashlib
 
 import httpx
 import pytest
-from upstreams import Upstream, WaitressServer, pattern_sha256
+from upstreams import WaitressServer, pattern_sha256
 
 API = "/api/v1"
-
-
-@pytest.fixture
-def upstream():
-    with Upstream() as server:
-        yield server
 
 
 def create_online_engine(client, signer, url, name="engine"):

@@ -10,24 +10,12 @@ from upstreams import (
     ENGINE_B,
     FlakyServer,
     Resolver,
-    Upstream,
     UpstreamAborted,
     refused_url,
 )
 
 API = "/api/v1"
 PLUGINS = "auth_crypto,auth_internal,proxy"
-
-
-@pytest.fixture
-def upstream():
-    with Upstream() as server:
-        yield server
-
-
-@pytest.fixture
-def auth(signer):
-    return signer.headers()
 
 
 @pytest.fixture

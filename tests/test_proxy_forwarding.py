@@ -12,7 +12,6 @@ from upstreams import (
     GZIP_BODY,
     RequestHook,
     Resolver,
-    Upstream,
     pattern_sha256,
 )
 
@@ -20,17 +19,6 @@ from gateway_kernel.testing import SERVICE_SECRET
 
 API = "/api/v1"
 PLUGINS = "auth_crypto,auth_internal,proxy"
-
-
-@pytest.fixture
-def upstream():
-    with Upstream() as server:
-        yield server
-
-
-@pytest.fixture
-def auth(signer):
-    return signer.headers()  # one legacy signature, reused like the GUI does
 
 
 @pytest.fixture

@@ -5,17 +5,11 @@ from __future__ import annotations
 
 import falcon.testing
 import pytest
-from upstreams import ENGINE_A, Resolver, Upstream, refused_url
+from upstreams import ENGINE_A, Resolver, refused_url
 
 from gateway_kernel import ConfigError
 
 API = "/api/v1"
-
-
-@pytest.fixture
-def upstream():
-    with Upstream() as server:
-        yield server
 
 
 @pytest.fixture
