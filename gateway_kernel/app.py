@@ -195,7 +195,6 @@ class Gateway:
         try:
             self.hook.gateway_configure(gateway=self)
             self.schemes = self._collect_schemes()
-            self.route_owner: dict[str, str] = {}
             self._shapes: dict[str, str] = {}
             self.routes: list[tuple[str, Route]] = []
             self.sinks: list[tuple[str, Sink]] = []
@@ -280,7 +279,7 @@ class Gateway:
                     requires=tuple(plugin.requires),
                     hooks=hooks,
                     models=sorted(m._meta.table_name for m in models.get(name, [])),
-                    routes=[f"{API_PREFIX}{p}" for p, o in self.route_owner.items() if o == name],
+                    routes=[f"{API_PREFIX}{r.path}" for o, r in self.routes if o == name],
                 )
             )
         return infos
@@ -386,7 +385,6 @@ class Gateway:
                     f"enabled plugin supplies a {kind!r} auth scheme"
                 )
         self._shapes[shape] = plugin
-        self.route_owner[route.path] = plugin
         self.routes.append((plugin, route))
         served = {m for m in falcon.COMBINED_METHODS if hasattr(route.resource, f"on_{m.lower()}")}
         _RouteAuth.attach(route.resource, route, served)
