@@ -13,10 +13,9 @@ from typing import Any
 from gateway_kernel import Command, Gateway, GatewayPlugin, Principal, Route, hookimpl
 from gateway_kernel.hookspecs import EngineIdentity, EngineTarget
 
-from . import components
+from . import components, queries
 from .claims import ClaimToken, SelectForAuth
 from .models import MIGRATIONS, MODELS
-from .queries import HotQueries
 from .resolve import resolve_engine
 from .resources import (
     EngineAuthInfo,
@@ -41,13 +40,10 @@ class EnginesPlugin(GatewayPlugin):
 
     def __init__(self) -> None:
         self.cfg: EnginesConfig | None = None
-        self.queries: HotQueries | None = None
 
     @hookimpl
     def gateway_configure(self, gateway: Gateway) -> None:
         self.cfg = EnginesConfig.from_config(gateway.config)
-        # Runs inside this gateway's database context: SQL compiled in its dialect.
-        self.queries = HotQueries(gateway.db)
 
     @hookimpl
     def gateway_models(self) -> list[Any]:
@@ -66,8 +62,7 @@ class EnginesPlugin(GatewayPlugin):
             Route("/user/engines/{engine_id}", EngineItem(gateway, cfg), "user"),
             Route("/user/engines/{engine_id}/reset-token", ResetToken(gateway, cfg), "user"),
             Route("/user/engines/{engine_id}/update-name", UpdateName(gateway, cfg), "user"),
-            Route("/engine/get-engine-auth-info", EngineAuthInfo(gateway, self._queries()),
-                  "engine"),
+            Route("/engine/get-engine-auth-info", EngineAuthInfo(gateway), "engine"),
             Route("/engine/heartbeat", Heartbeat(gateway, cfg), "engine"),
             Route("/engine/claim-token", ClaimToken(gateway, cfg), "service"),
             Route("/system/disabled-components", components.DisabledComponents(), "service"),
@@ -87,7 +82,7 @@ class EnginesPlugin(GatewayPlugin):
     @hookimpl
     def flowork_engine_by_token_digest(self, digest: str) -> EngineIdentity | None:
         # One query on the unique index of token_digest: O(1) in the number of engines.
-        row = self._queries().engine_by_digest(digest)
+        row = queries.engine_by_digest(digest)
         return EngineIdentity(row[0], row[1]) if row else None
 
     @hookimpl
@@ -102,8 +97,3 @@ class EnginesPlugin(GatewayPlugin):
         if self.cfg is None:
             raise RuntimeError("engines plugin used before gateway_configure")
         return self.cfg
-
-    def _queries(self) -> HotQueries:
-        if self.queries is None:
-            raise RuntimeError("engines plugin used before gateway_configure")
-        return self.queries

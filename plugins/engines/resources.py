@@ -18,8 +18,8 @@ from gateway_kernel.errors import GatewayError, bad_request, not_found
 from gateway_kernel.http import parse_uuid, read_json_object, require_str, send_json
 from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
+from . import queries
 from .models import Engine, engine_json, engine_row_json
-from .queries import HotQueries
 from .settings import EnginesConfig
 from .urls import InvalidEngineURL, validate_engine_url
 
@@ -133,13 +133,12 @@ class UpdateName(_Resource):
 class EngineAuthInfo:
     """GET /engine/get-engine-auth-info: who may use this engine, and in which role."""
 
-    def __init__(self, gateway: Gateway, queries: HotQueries) -> None:
+    def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.queries = queries
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         eid = engine_id_of(req)
-        owner = self.queries.owner_address(eid)
+        owner = queries.owner_address(eid)
         if owner is None:
             raise invalid_engine_token()
         roles: dict[str, str] = {owner: "owner"}
