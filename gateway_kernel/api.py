@@ -55,6 +55,10 @@ class Principal:
     account: Account | None = None
     engine_id: str | None = None
     claims: Mapping[str, Any] = field(default_factory=dict)
+    #: Set when this principal's credential was exposed to a third party (see the hook
+    #: ``gateway_credential_exposed``): it may then only be presented to that audience
+    #: again. Routes refuse such a principal; a sink checks its own target against it.
+    audience: str | None = None
 
     @property
     def account_id(self) -> int | None:
@@ -80,6 +84,13 @@ class AuthScheme:
 
     def missing(self) -> Exception:
         raise NotImplementedError
+
+    def exposed(self, principal: Principal) -> Exception:
+        """The error for a credential used outside the audience it was exposed to."""
+        from .errors import unauthorized
+
+        return unauthorized("credential_exposed", "This credential was exposed to a third "
+                            "party and is no longer accepted here; sign in again")
 
 
 Auth = str | Mapping[str, str]

@@ -306,10 +306,13 @@ class Gateway:
             by_kind.setdefault(scheme.kind, []).append(scheme)
         return by_kind
 
-    def authenticate(self, req: falcon.Request, kind: str) -> Principal | None:
+    def authenticate(self, req: falcon.Request, kind: str, *,
+                     sink: bool = False) -> Principal | None:
         """The principal of ``kind`` for this request, or a 401/503 error. ``public`` → None.
 
         Schemes run in configured order; a present-but-wrong credential stops the search.
+        A principal restricted to an audience (an exposed credential) is refused unless a
+        sink (``sink=True``) asked: the sink checks its own target with :meth:`check_audience`.
         """
         if kind == "public":
             return None
@@ -317,11 +320,19 @@ class Gateway:
         for scheme in schemes:
             principal = scheme.authenticate(req)
             if principal is not None:
+                if principal.audience is not None and not sink:
+                    raise scheme.exposed(principal)
                 if self._authorize is not None:
                     self._authorize(gateway=self, principal=principal, req=req)
                 req.context.principal = principal
                 return principal
         raise schemes[0].missing()
+
+    def check_audience(self, principal: Principal, audience: str) -> None:
+        """Refuse ``principal`` if its credential is restricted to another audience."""
+        if principal.audience is not None and principal.audience != audience:
+            scheme = next(s for s in self.schemes[principal.kind] if s.name == principal.scheme)
+            raise scheme.exposed(principal)
 
     # -- accounts --------------------------------------------------------------------------
 
@@ -401,7 +412,7 @@ class Gateway:
         gateway = self
 
         def responder(req: falcon.Request, resp: falcon.Response, path: str | None = None) -> None:
-            gateway.authenticate(req, sink.auth)
+            gateway.authenticate(req, sink.auth, sink=True)
             sink.handler(req, resp, (sink.prefix.rstrip("/") + (path or "")) or "/")
 
         self.sinks.append((plugin, sink))

@@ -122,6 +122,15 @@ def gateway_authorize(gateway: Gateway, principal: Principal, req: falcon.Reques
     ``GatewayError`` to refuse the request; return None to let it pass."""
 
 
+@hookspec
+def gateway_credential_exposed(gateway: Gateway, principal: Principal, audience: str) -> None:
+    """The credential that authenticated ``principal`` is about to be shown to ``audience``, a
+    third party (the proxy forwards a user's signature headers to an engine the user does not
+    own). The scheme that issued the principal restricts that credential to ``audience`` from
+    now on, on every instance: later requests with it get a principal whose ``audience`` is set,
+    which routes refuse (``AuthScheme.exposed``). Called before the credential leaves."""
+
+
 # --- accounts ---------------------------------------------------------------------------------
 
 
@@ -171,6 +180,9 @@ class EngineTarget(NamedTuple):
     online: bool
     #: True when the URL came from operator configuration (trusted), not a heartbeat.
     static: bool = False
+    #: True when the principal owns the engine. False (a guest's request) means the caller's
+    #: credential is exposed to the engine's owner (``gateway_credential_exposed``).
+    owned: bool = False
 
 
 class EngineGuest(NamedTuple):
@@ -206,8 +218,9 @@ def flowork_resolve_engine(
     gateway: Gateway, principal: Principal, engine_id: str | None
 ) -> EngineTarget | None:
     """*firstresult*. The engine a user principal's proxied request goes to: ``engine_id`` if
-    given (owned or shared, else raise 404), else the principal's most recently seen online
-    engine. Raise ``GatewayError`` 404/503 as API.md says; None means no resolver answered."""
+    given (owned or shared, else raise 404), else the principal's own most recently seen online
+    engine (never a shared one: a guest's signature must not go to another owner unasked).
+    Raise ``GatewayError`` 404/503 as API.md says; None means no resolver answered."""
 
 
 @hookspec

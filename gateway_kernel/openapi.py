@@ -78,7 +78,7 @@ def op(
     if auth != "public":
         all_errors.setdefault(401, []).extend(
             {"user": ["missing_auth", "malformed_message", "stale_signature", "address_mismatch",
-                      "invalid_signature", "revoked"],
+                      "invalid_signature", "revoked", "signature_exposed"],
              "engine": ["invalid_engine_token"],
              "service": ["invalid_api_key"]}[auth]
         )

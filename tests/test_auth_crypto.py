@@ -365,7 +365,7 @@ def test_recovery_uses_coincurve(monkeypatch, auth_gateway, signer) -> None:
     assert len(calls) == 1
 
 
-def test_warm_request_makes_no_database_query(monkeypatch, auth_gateway, signer) -> None:
+def test_warm_request_makes_one_spent_signature_lookup(monkeypatch, auth_gateway, signer) -> None:
     client = client_for(auth_gateway)
     headers = signer.headers()
     queries = count_queries(monkeypatch, auth_gateway)
@@ -373,7 +373,9 @@ def test_warm_request_makes_no_database_query(monkeypatch, auth_gateway, signer)
     assert queries  # the first one registered the user
     queries.clear()
     assert client.simulate_get("/api/v1/probe/whoami", headers=headers).status_code == 200
-    assert queries == []
+    # No account read, no recovery: only whether another instance saw this signature spent
+    # (shared state, so it cannot be cached as "not spent").
+    assert len(queries) == 1 and "auth_crypto_spent_signature" in queries[0]
 
 
 def test_cached_signature_never_outlives_its_message(make_gateway, signer) -> None:

@@ -361,11 +361,18 @@ def test_resolve_default_is_most_recently_seen_online_engine(gateway, client, ma
     set_last_seen(gateway, newer["id"], 10)
     set_last_seen(gateway, stale["id"], 1000)
     target = resolve(gateway, alice, None)
-    assert (target.engine_id, target.url) == (newer["id"], "http://10.0.0.1:2")
-    # Bob owns nothing; alice shares "older" with him: that is his default.
+    assert (target.engine_id, target.url, target.owned) == (newer["id"], "http://10.0.0.1:2", True)
+    # Bob owns nothing; alice shares "older" with him. A shared engine is never a default
+    # (it would hand alice bob's signature unasked): only when named explicitly.
     share(client, alice, older["id"], bob)
-    assert resolve(gateway, bob, None).engine_id == older["id"]
-    # A more recent engine of bob's own wins over the shared one.
+    with pytest.raises(GatewayError) as info:
+        resolve(gateway, bob, None)
+    assert (info.value.status_code, info.value.code) == (503, "engine_offline")
+    explicit = resolve(gateway, bob, older["id"])
+    assert (explicit.engine_id, explicit.owned) == (older["id"], False)
+    # Even a shared engine seen more recently than bob's own does not win.
     own = create(client, bob, "bob's")
     heartbeat(client, own["raw_token"], {"url": "http://10.0.0.2:1"})
+    set_last_seen(gateway, own["id"], 30)
+    set_last_seen(gateway, older["id"], 1)
     assert resolve(gateway, bob, None).engine_id == own["id"]

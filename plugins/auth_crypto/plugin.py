@@ -33,7 +33,7 @@ from gateway_kernel.openapi import error, json_response, op, ref
 from . import messages
 from .cache import ExpiringCache
 from .messages import MessageError, Policy
-from .models import MIGRATIONS, Revocation
+from .models import MIGRATIONS, Revocation, SpentSignature
 from .verify import (
     InvalidSignature,
     is_acceptable_case,
@@ -101,6 +101,20 @@ ACCOUNT_WITH_CUTOFF = Prepared(lambda: (
 ))
 
 
+#: Where a signed message was exposed, if it was and has not expired (run per request).
+SPENT_AUDIENCE = Prepared(lambda: (
+    SpentSignature.select(SpentSignature.audience)
+    .where((SpentSignature.digest == Param("digest")) & (SpentSignature.expires_at > Param("now")))
+    .limit(1)
+))
+#: Expired spent-signature rows are purged at most this often (per instance).
+SPENT_PURGE_EVERY_S = 60.0
+
+
+def _naive_utc(unix_s: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(unix_s, dt.UTC).replace(tzinfo=None)
+
+
 def _epoch(value: dt.datetime) -> float:
     """Naive-UTC datetime from the database → unix seconds."""
     return value.replace(tzinfo=dt.UTC).timestamp()
@@ -137,6 +151,10 @@ class CryptoUserScheme(AuthScheme):
         self.verified: ExpiringCache[Verified] = ExpiringCache(VERIFIED_CACHE_SIZE if cache else 0)
         self.accounts: ExpiringCache[CachedAccount] = ExpiringCache(
             ACCOUNT_CACHE_SIZE if cache else 0)
+        #: Spent messages this instance has seen (spent is final until expiry, so a hit needs
+        #: no query; a miss always asks the database, which every instance shares).
+        self.spent: ExpiringCache[str] = ExpiringCache(VERIFIED_CACHE_SIZE if cache else 0)
+        self._next_purge = 0.0
         #: Wall clock (unix seconds) for message validity; tests may replace it.
         self.clock: Callable[[], float] = time.time
 
@@ -171,13 +189,46 @@ class CryptoUserScheme(AuthScheme):
             raise unauthorized("revoked", "This signature was revoked by a logout; sign again")
         if fresh:  # only successes are cached, and never beyond the message's validity
             self.verified.put(key, verified, verified.expires_at)
+        digest = hashlib.sha256(f"{verified.address}\n{text}".encode(
+            "utf-8", "surrogatepass")).hexdigest()
         return Principal(
             kind="user",
             scheme=self.name,
             account=cached.account,
             claims={"address": verified.address, "issued_at": verified.issued_at,
-                    "expires_at": verified.expires_at, "message": verified.kind},
+                    "expires_at": verified.expires_at, "message": verified.kind,
+                    "credential": digest},
+            audience=self.spent_audience(digest, now),
         )
+
+    def exposed(self, principal: Principal) -> Exception:
+        return unauthorized(
+            "signature_exposed", "This signature was forwarded to an engine you do not own and "
+            "is no longer accepted here; sign a new message")
+
+    def spent_audience(self, digest: str, now: float) -> str | None:
+        """The engine this signed message was exposed to, or None (one indexed lookup)."""
+        audience = self.spent.get(digest, now)
+        if audience is not None:
+            return audience
+        row = SPENT_AUDIENCE.first(digest=digest, now=_naive_utc(now))
+        return None if row is None else row.audience
+
+    def expose(self, principal: Principal, audience: str) -> None:
+        """Record that ``principal``'s signed message is being shown to ``audience``.
+
+        The first audience wins: later ones are refused by ``Gateway.check_audience``."""
+        digest = principal.claims.get("credential")
+        if not digest:
+            return
+        expires = float(principal.claims["expires_at"])
+        now = self.clock()
+        (SpentSignature.insert(digest=digest, audience=audience, expires_at=_naive_utc(expires))
+         .on_conflict_ignore().execute())
+        self.spent.put(digest, audience, expires)
+        if now >= self._next_purge:  # keep the table as small as the live signatures
+            self._next_purge = now + SPENT_PURGE_EVERY_S
+            SpentSignature.delete().where(SpentSignature.expires_at <= _naive_utc(now)).execute()
 
     def verify(self, address: str, signature: str, text: str, now: float) -> Verified:
         """Every check, cheapest first; the key is recovered only if all others pass."""
@@ -307,7 +358,13 @@ class AuthCryptoPlugin(GatewayPlugin):
 
     @hookimpl
     def gateway_models(self) -> list[type[peewee.Model]]:
-        return [Revocation]
+        return [Revocation, SpentSignature]
+
+    @hookimpl
+    def gateway_credential_exposed(self, gateway: Gateway, principal: Principal,
+                                   audience: str) -> None:
+        if principal.scheme == self.scheme.name:
+            self.scheme.expose(principal, audience)
 
     @hookimpl
     def gateway_migrations(self) -> list:

@@ -3,10 +3,12 @@
 - An explicit engine id must be owned by the caller or shared with them (``flowork_engine_guest_role``),
   else 404 ``not_found``. An engine with a static URL (``FLOWORK_ENGINE_URLS``) is always
   routable; otherwise it needs a recent heartbeat with a URL, else 503 ``engine_offline``.
-- No engine id: the caller's most recently seen online engine among owned and shared ones
-  (``flowork_engines_shared_with``) that has a URL (reported or static), in one query; none
-  is 503 ``engine_offline``. Static URLs do not make an engine "online" for this choice: a
-  default must be an engine that is demonstrably running, never a silent guess.
+- No engine id: the caller's OWN most recently seen online engine that has a URL (reported or
+  static), in one query; none is 503 ``engine_offline``. Never a shared engine: the request
+  carries the caller's signature, and a default that picked another owner's engine would hand
+  that owner the caller's credential (the account-takeover finding of issue 14). Static URLs do
+  not make an engine "online" for this choice: a default must be an engine that is
+  demonstrably running, never a silent guess.
 """
 
 from __future__ import annotations
@@ -48,31 +50,24 @@ def resolve_engine(cfg: EnginesConfig, hook: object, account_id: int,
     now = utcnow()
     if engine_id is not None:
         return _by_id(cfg, hook, account_id, parse_uuid(engine_id), now)
-    shared: list[str] = []
-    for ids in hook.flowork_engines_shared_with(account_id=account_id):  # type: ignore[attr-defined]
-        shared.extend(ids)
     since = now - dt.timedelta(seconds=cfg.online_s)
-    if not shared and not cfg.static_urls:
+    if not cfg.static_urls:
         row = LATEST_OWNED.first(owner=account_id, since=since)
         if row is None:
             raise engine_offline(cfg)
-        return EngineTarget(row.id, row.url, True, False)
-    reachable = Engine.owner == account_id
-    if shared:
-        reachable |= Engine.id.in_(shared)
-    routable = Engine.url.is_null(False)
-    if cfg.static_urls:
-        routable |= Engine.id.in_(list(cfg.static_urls))
+        return EngineTarget(row.id, row.url, True, False, owned=True)
     row = (
         Engine.select(Engine.id, Engine.url)
-        .where(reachable & routable & (Engine.last_seen >= since))
+        .where((Engine.owner == account_id)
+               & (Engine.url.is_null(False) | Engine.id.in_(list(cfg.static_urls)))
+               & (Engine.last_seen >= since))
         .order_by(Engine.last_seen.desc(), Engine.id)
         .first()
     )
     if row is None:
         raise engine_offline(cfg)
     static = cfg.static_urls.get(row.id)
-    return EngineTarget(row.id, static or row.url, True, static is not None)
+    return EngineTarget(row.id, static or row.url, True, static is not None, owned=True)
 
 
 def _by_id(cfg: EnginesConfig, hook: object, account_id: int, eid: str,
@@ -80,14 +75,15 @@ def _by_id(cfg: EnginesConfig, hook: object, account_id: int, eid: str,
     row = ENGINE_BY_ID.first(engine_id=eid)
     if row is None:
         raise not_found()
-    if row.owner_id != account_id and hook.flowork_engine_guest_role(  # type: ignore[attr-defined]
+    owned = row.owner_id == account_id
+    if not owned and hook.flowork_engine_guest_role(  # type: ignore[attr-defined]
         engine_id=eid, account_id=account_id
     ) is None:
         raise not_found()
     online = is_online(row.last_seen, cfg.online_s, now)
     static = cfg.static_urls.get(eid)
     if static is not None:
-        return EngineTarget(eid, static, online, True)
+        return EngineTarget(eid, static, online, True, owned)
     if online and row.url:
-        return EngineTarget(eid, row.url, True, False)
+        return EngineTarget(eid, row.url, True, False, owned)
     raise engine_offline(cfg)

@@ -19,6 +19,8 @@ from gateway_kernel.openapi import error, op, path_param
 from .forward import Forwarder, ProxySettings, engine_base
 
 ENGINE_HEADER = "X-Flowork-Engine-ID"
+#: Header values that mean "no engine named" (the lite GUI sends a placeholder).
+NO_ENGINE = frozenset({"", "null", "local-engine-default"})
 OFFLINE_RETRY_AFTER_S = 5
 GIB = 1024**3
 MIB = 1024**2
@@ -135,13 +137,21 @@ class UserProxy:
     def __call__(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
         principal = req.context.principal
         engine_id = (req.get_header(ENGINE_HEADER) or "").strip()
+        if principal.audience is not None:  # an exposed credential: its one engine, or nothing
+            self.gateway.check_audience(principal, engine_id.lower())
         target = self.gateway.hook.flowork_resolve_engine(
             gateway=self.gateway, principal=principal,
-            engine_id=None if engine_id in ("", "null") else engine_id,
+            engine_id=None if engine_id in NO_ENGINE else engine_id,
         )
         if target is None or not target.url or not (target.online or target.static):
             raise unavailable("engine_offline", "No online engine to handle this request",
                               OFFLINE_RETRY_AFTER_S)
+        # A credential exposed to one engine's owner is good for that engine only; a guest's
+        # credential going to someone else's engine is exposed from now on (API.md, Proxy).
+        self.gateway.check_audience(principal, target.engine_id)
+        if not target.owned:
+            self.gateway.hook.gateway_credential_exposed(
+                gateway=self.gateway, principal=principal, audience=target.engine_id)
         self.forwarder.forward_user(req, resp, path, principal, target)
 
 
