@@ -175,3 +175,26 @@ def test_logout_on_one_instance_revokes_on_the_other_within_5_s(cluster):
     fresh = user.headers(timestamp=int(time.time()) + 2)
     for gateway in (cluster.a, cluster.b):
         assert cluster.http.get(gateway.url("/auth/profile"), headers=fresh).status_code == 200
+
+
+def test_signature_spent_on_one_instance_is_refused_on_the_other_at_once(cluster):
+    owner, guest = Signer.new(), Signer.new()
+    engine = create_engine(cluster, cluster.a, owner, "guest-visited")
+    r = cluster.http.post(cluster.a.url("/engine/heartbeat"), json={"url": cluster.stub.url},
+                          headers={"X-Engine-Token": engine["raw_token"]})
+    assert r.status_code == 200, r.text
+    r = cluster.http.post(cluster.a.url(f"/engines/{engine['id']}/shares"),
+                          json={"share_with_identifier": guest.address}, headers=owner.headers())
+    assert r.status_code == 201, r.text
+    signed = guest.headers()
+    # B has verified (and cached) the guest's signature before it is exposed.
+    assert cluster.http.get(cluster.b.url("/auth/profile"), headers=signed).status_code == 200
+    r = cluster.http.get(cluster.a.url("/workflows"),
+                         headers={**signed, "X-Flowork-Engine-ID": engine["id"]})
+    assert r.status_code == 200, r.text
+    # The owner's engine has seen it now: B refuses it for anything but that engine.
+    r = cluster.http.get(cluster.b.url("/auth/profile"), headers=signed)
+    assert r.status_code == 401 and r.json()["code"] == "signature_exposed"
+    r = cluster.http.get(cluster.b.url("/workflows"),
+                         headers={**signed, "X-Flowork-Engine-ID": engine["id"]})
+    assert r.status_code == 200, r.text

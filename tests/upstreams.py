@@ -395,7 +395,8 @@ class Resolver(GatewayPlugin):
             raise unavailable("engine_offline", "No online engine", 5)
         if engine_id not in self.urls:
             raise not_found()
-        return EngineTarget(engine_id, self.urls[engine_id], True, self.static)
+        # The caller owns every engine here (a guest's target would spend its signature).
+        return EngineTarget(engine_id, self.urls[engine_id], True, self.static, owned=True)
 
 
 class RequestHook(GatewayPlugin):
