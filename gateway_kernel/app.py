@@ -38,7 +38,7 @@ from .errors import GatewayError, handle_unexpected, serialize_error
 log = logging.getLogger("gateway_kernel")
 
 ENTRY_POINT_GROUP = "flowork_gateway.plugins"
-BUNDLED = ("auth_crypto", "auth_internal", "engines", "sharing", "proxy")
+BUNDLED = ("auth_crypto", "auth_internal", "engines", "sharing", "proxy", "ratelimit")
 API_PREFIX = "/api/v1"
 #: The server's default outer bound for request bodies (see Gateway.allow_request_body).
 DEFAULT_REQUEST_BODY_LIMIT = 1024**3
@@ -46,12 +46,14 @@ KERNEL = "kernel"
 
 KERNEL_SETTINGS = (
     Setting("DATABASE_URL", as_str, None, "peewee database URL (default: SQLite in ./data/)"),
-    Setting("FLOWORK_PLUGINS", as_list, ["bundled"], "enabled plugins; 'bundled' = the five"),
+    Setting("FLOWORK_PLUGINS", as_list, ["bundled"], "enabled plugins; 'bundled' = every bundled plugin"),
     Setting("FLOWORK_AUTH_SCHEMES", as_list, [], "auth scheme order (default: plugin order)"),
     Setting("FLOWORK_CORS_ORIGINS", as_list, ["*"], "allowed CORS origins"),
     Setting("FLOWORK_MAX_BODY_BYTES", as_int(1), 1024 * 1024, "largest JSON request body"),
     Setting("FLOWORK_DB_POOL_SIZE", as_int(1, 1000), 20, "PostgreSQL pool size per process"),
     Setting("FLOWORK_DB_POOL_TIMEOUT_S", as_int(0, 600), 10, "wait for a pooled connection"),
+    Setting("FLOWORK_REDIS_URL", as_str, None,
+            "Redis for state shared between instances (default none)"),
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -96,7 +98,7 @@ class PluginInfo:
 
 
 def expand_plugin_names(names: Iterable[str]) -> list[str]:
-    """``bundled`` → the five bundled plugins; ``none`` → nothing; duplicates dropped."""
+    """``bundled`` → every bundled plugin; ``none`` → nothing; duplicates dropped."""
     result: list[str] = []
     for name in names:
         if name == "none":
@@ -189,6 +191,7 @@ class Gateway:
         # The veto hook runs on every authenticated request: skip pluggy when nobody vetoes.
         self._authorize = (self.hook.gateway_authorize
                            if self.hook.gateway_authorize.get_hookimpls() else None)
+        self._admit = self.hook.gateway_admit if self.hook.gateway_admit.get_hookimpls() else None
         self._started = False
 
         token = activate(self.db)
@@ -328,6 +331,12 @@ class Gateway:
                 return principal
         raise schemes[0].missing()
 
+    def admit(self, req: falcon.Request, resp: falcon.Response, group: str) -> None:
+        """Let ``gateway_admit`` hooks refuse or annotate an authenticated request."""
+        if self._admit is not None:
+            self._admit(gateway=self, req=req, resp=resp, principal=req.context.principal,
+                        group=group)
+
     def check_audience(self, principal: Principal, audience: str) -> None:
         """Refuse ``principal`` if its credential is restricted to another audience."""
         if principal.audience is not None and principal.audience != audience:
@@ -398,7 +407,7 @@ class Gateway:
         self._shapes[shape] = plugin
         self.routes.append((plugin, route))
         served = {m for m in falcon.COMBINED_METHODS if hasattr(route.resource, f"on_{m.lower()}")}
-        _RouteAuth.attach(route.resource, route, served)
+        _RouteAuth.attach(route.resource, route, served, plugin)
         app.add_route(API_PREFIX + route.path, route.resource)
 
     def _add_sink(self, app: falcon.App, plugin: str, sink: Sink) -> None:
@@ -413,6 +422,7 @@ class Gateway:
 
         def responder(req: falcon.Request, resp: falcon.Response, path: str | None = None) -> None:
             gateway.authenticate(req, sink.auth, sink=True)
+            gateway.admit(req, resp, plugin)
             sink.handler(req, resp, (sink.prefix.rstrip("/") + (path or "")) or "/")
 
         self.sinks.append((plugin, sink))
@@ -477,8 +487,10 @@ class _RouteAuth:
 
     ATTR = "__flowork_route_auth__"
 
+    OWNER = "__flowork_route_owner__"
+
     @classmethod
-    def attach(cls, resource: object, route: Route, served: set[str]) -> None:
+    def attach(cls, resource: object, route: Route, served: set[str], owner: str) -> None:
         table = getattr(resource, cls.ATTR, None)
         if table is not None:
             raise PluginError(f"route {route.path}: resource object is already routed elsewhere")
@@ -490,6 +502,7 @@ class _RouteAuth:
                 raise PluginError(f"route {route.path}: resource must allow attributes") from None
         for method in served:
             table[method] = route.auth_for(method)
+        setattr(resource, cls.OWNER, owner)
 
     @classmethod
     def kind(cls, resource: object, method: str) -> str | None:
@@ -553,6 +566,7 @@ class KernelMiddleware:
         if kind is None:  # method not served here: Falcon answers 405
             return
         self.gateway.authenticate(req, kind)
+        self.gateway.admit(req, resp, getattr(resource, _RouteAuth.OWNER))
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
                          req_succeeded: bool) -> None:

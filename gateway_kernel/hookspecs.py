@@ -100,6 +100,12 @@ def gateway_cors_headers() -> list[str]:
 
 
 @hookspec
+def gateway_openapi_common_errors(gateway: Gateway) -> dict[int, list[str]]:
+    """Error codes by status that any operation may answer because of this plugin (a rate
+    limiter's 429), added to every operation of the document."""
+
+
+@hookspec
 def gateway_openapi(gateway: Gateway) -> dict[str, Any]:
     """This plugin's part of the OpenAPI document: ``{"paths": {...}, "components": {...}}``.
 
@@ -120,6 +126,15 @@ def gateway_auth_schemes(gateway: Gateway) -> list[AuthScheme]:
 def gateway_authorize(gateway: Gateway, principal: Principal, req: falcon.Request) -> None:
     """Veto: called after a principal was established for a route. Raise a
     ``GatewayError`` to refuse the request; return None to let it pass."""
+
+
+@hookspec
+def gateway_admit(gateway: Gateway, req: falcon.Request, resp: falcon.Response,
+                  principal: Principal | None, group: str) -> None:
+    """Called for every request to a route or sink after authentication (``principal`` is
+    None on public routes), before its responder; ``group`` is the name of the plugin that
+    owns the route (``kernel`` for the kernel's own). Raise a ``GatewayError`` to refuse it
+    (rate limits answer 429); may set response headers. Runs in a worker thread."""
 
 
 @hookspec

@@ -28,7 +28,8 @@ SECURITY_BY_KIND: dict[str, list[dict[str, list[str]]]] = {
 
 _STATUS_TEXT = {
     400: "Bad request", 401: "Not authenticated", 404: "Not found", 405: "Method not allowed",
-    409: "Conflict", 413: "Body too large", 500: "Internal error", 501: "Not implemented",
+    409: "Conflict", 413: "Body too large", 429: "Too many requests", 500: "Internal error",
+    501: "Not implemented",
     502: "Bad gateway", 503: "Unavailable", 504: "Gateway timeout",
 }
 
@@ -145,4 +146,14 @@ def build_document(gateway: Gateway) -> dict[str, Any]:
             doc["paths"].setdefault(path, {}).update(item)
         for section, entries in part.get("components", {}).items():
             doc["components"].setdefault(section, {}).update(entries)
+    common: dict[int, list[str]] = {}
+    for _plugin, errors in gateway._per_plugin("gateway_openapi_common_errors", gateway=gateway):
+        for status, codes in errors.items():
+            common.setdefault(int(status), []).extend(codes)
+    for item in doc["paths"].values():
+        for operation in item.values():
+            responses = operation.setdefault("responses", {})
+            for status, codes in common.items():
+                responses.setdefault(str(status), error(_STATUS_TEXT.get(status, "Error"),
+                                                        *dict.fromkeys(codes)))
     return doc

@@ -1,0 +1,5 @@
+"""ratelimit: per-principal and per-client-address request limits (memory, or Redis)."""
+
+from .plugin import RateLimitPlugin
+
+__all__ = ["RateLimitPlugin"]
