@@ -21,7 +21,7 @@ from stevedore.exception import NoMatches
 from . import hookspecs
 from .accounts import KERNEL_MIGRATIONS, Account, ensure_account, find_by_username
 from .api import PRINCIPAL_KINDS, PROJECT, AuthScheme, GatewayPlugin, Principal, Route, Sink
-from .config import Config, ConfigError, Setting, as_int, as_list, as_str
+from .config import Config, ConfigError, Setting, as_int, as_list, as_origins, as_seconds, as_str
 from .db import (
     DATABASE_DOWN_ERRORS,
     Migration,
@@ -46,12 +46,13 @@ KERNEL = "kernel"
 
 KERNEL_SETTINGS = (
     Setting("DATABASE_URL", as_str, None, "peewee database URL (default: SQLite in ./data/)"),
-    Setting("FLOWORK_PLUGINS", as_list, ["bundled"], "enabled plugins; 'bundled' = the five"),
+    Setting("FLOWORK_PLUGINS", as_list, ["bundled"], "enabled plugins; 'bundled' = the five",
+            allow_empty=False),
     Setting("FLOWORK_AUTH_SCHEMES", as_list, [], "auth scheme order (default: plugin order)"),
-    Setting("FLOWORK_CORS_ORIGINS", as_list, ["*"], "allowed CORS origins"),
+    Setting("FLOWORK_CORS_ORIGINS", as_origins, ["*"], "allowed CORS origins", allow_empty=False),
     Setting("FLOWORK_MAX_BODY_BYTES", as_int(1), 1024 * 1024, "largest JSON request body"),
     Setting("FLOWORK_DB_POOL_SIZE", as_int(1, 1000), 20, "PostgreSQL pool size per process"),
-    Setting("FLOWORK_DB_POOL_TIMEOUT_S", as_int(0, 600), 10, "wait for a pooled connection"),
+    Setting("FLOWORK_DB_POOL_TIMEOUT_S", as_seconds(0, 600), 10.0, "wait for a pooled connection"),
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
