@@ -21,7 +21,18 @@ from stevedore.exception import NoMatches
 from . import hookspecs
 from .accounts import KERNEL_MIGRATIONS, Account, ensure_account, find_by_username
 from .api import PRINCIPAL_KINDS, PROJECT, AuthScheme, GatewayPlugin, Principal, Route, Sink
-from .config import Config, ConfigError, Setting, as_int, as_list, as_origins, as_seconds, as_str
+from .config import (
+    BUNDLED,  # noqa: F401  (re-exported: gateway_kernel.app.BUNDLED)
+    Config,
+    ConfigError,
+    Setting,
+    as_int,
+    as_list,
+    as_origins,
+    as_seconds,
+    as_str,
+    expand_plugin_names,
+)
 from .db import (
     DATABASE_DOWN_ERRORS,
     Migration,
@@ -38,7 +49,6 @@ from .errors import GatewayError, handle_unexpected, serialize_error
 log = logging.getLogger("gateway_kernel")
 
 ENTRY_POINT_GROUP = "flowork_gateway.plugins"
-BUNDLED = ("auth_crypto", "auth_internal", "engines", "sharing", "proxy")
 API_PREFIX = "/api/v1"
 #: The server's default outer bound for request bodies (see Gateway.allow_request_body).
 DEFAULT_REQUEST_BODY_LIMIT = 1024**3
@@ -94,18 +104,6 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     routes: list[str] = field(default_factory=list)
-
-
-def expand_plugin_names(names: Iterable[str]) -> list[str]:
-    """``bundled`` → the five bundled plugins; ``none`` → nothing; duplicates dropped."""
-    result: list[str] = []
-    for name in names:
-        if name == "none":
-            continue
-        for item in BUNDLED if name == "bundled" else (name,):
-            if item not in result:
-                result.append(item)
-    return result
 
 
 def available_plugins() -> dict[str, str]:

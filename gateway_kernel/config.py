@@ -200,6 +200,22 @@ def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     return flat
 
 
+#: The plugins ``FLOWORK_PLUGINS=bundled`` enables (the ones this distribution ships).
+BUNDLED = ("auth_crypto", "auth_internal", "engines", "sharing", "proxy")
+
+
+def expand_plugin_names(names: Iterable[str]) -> list[str]:
+    """``bundled`` → the five bundled plugins; ``none`` → nothing; duplicates dropped."""
+    result: list[str] = []
+    for name in names:
+        if name == "none":
+            continue
+        for item in BUNDLED if name == "bundled" else (name,):
+            if item not in result:
+                result.append(item)
+    return result
+
+
 #: Where a value came from, in precedence order (later wins).
 SOURCES = ("default", "file", "environment", "override")
 

@@ -15,7 +15,6 @@ import peewee
 from gateway_kernel import (
     Account,
     AuthScheme,
-    Command,
     GatewayError,
     GatewayPlugin,
     Param,
@@ -354,13 +353,6 @@ class AuthCryptoPlugin(GatewayPlugin):
         return list(DEFAULT_PERMISSIONS)
 
     # -- OpenAPI ---------------------------------------------------------------------------
-
-    @hookimpl
-    def gateway_commands(self) -> list[Command]:
-        # The command-line client goes with the scheme it signs for.
-        from .cli import COMMANDS
-
-        return list(COMMANDS)
 
     @hookimpl
     def gateway_openapi(self, gateway: Gateway) -> dict[str, Any]:
