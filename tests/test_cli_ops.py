@@ -398,3 +398,23 @@ def test_hook_commands_run_once_the_configuration_loads(tmp_path, monkeypatch, c
         extra_plugins=[HookCommandPlugin()]))
     assert cli.main(["say", "--word", "hello"]) == 3
     assert capsys.readouterr().out == "hello from ['hookcmd']\n"
+
+
+def test_every_option_of_every_command_has_help(monkeypatch):
+    import argparse
+
+    monkeypatch.delenv("FLOWORK_PLUGINS", raising=False)
+    monkeypatch.delenv("FLOWORK_CONFIG", raising=False)
+    parser = cli._build_parser(cli._entry_point_commands(os.environ))
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, where: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{where} {name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(f"{where} {action.dest}")
+
+    walk(parser, "flowork-gateway")
+    assert not missing, f"options without help: {missing}"

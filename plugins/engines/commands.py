@@ -15,10 +15,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="components_action", metavar="ACTION", required=True)
     sub.add_parser("list", help="list disabled components with reasons")
     disable_p = sub.add_parser("disable", help="disable a component (engines stop running it)")
-    disable_p.add_argument("component_id")
-    disable_p.add_argument("--reason", default="", help="why (shown to operators)")
+    disable_p.add_argument("component_id", help="the component's id, as engines know it")
+    disable_p.add_argument("--reason", default="", help="why, shown to operators (default: none)")
     enable_p = sub.add_parser("enable", help="enable a disabled component again")
-    enable_p.add_argument("component_id")
+    enable_p.add_argument("component_id", help="the component's id, as engines know it")
 
 
 def _run(gateway: object, args: argparse.Namespace) -> int:
