@@ -105,13 +105,14 @@ def as_int(minimum: int | None = None, maximum: int | None = None) -> Callable[[
 MAX_SECONDS = 30 * 86400.0
 
 
-def as_seconds(minimum: float = 0.0, maximum: float = MAX_SECONDS) -> Callable[[Any], float]:
+def as_seconds(minimum: float | None = 0.0, maximum: float | None = MAX_SECONDS) -> Callable[[Any], float]:
     """A duration in seconds: the one rule for every ``*_S`` setting.
 
-    A finite, non-negative float (fractions allowed: ``1.5``), within [minimum, maximum]."""
-    if minimum < 0 or not maximum <= MAX_SECONDS:
-        raise ValueError("durations are non-negative and at most MAX_SECONDS")
-    return _number(float, "a number of seconds", minimum, maximum)
+    A finite, non-negative float (fractions allowed: ``1.5``), within [minimum, maximum]
+    (None: 0 and :data:`MAX_SECONDS`)."""
+    low = 0.0 if minimum is None else max(0.0, float(minimum))
+    high = MAX_SECONDS if maximum is None else float(maximum)
+    return _number(float, "a number of seconds", low, high)
 
 
 def as_secret(min_length: int = 32) -> Callable[[Any], str | None]:

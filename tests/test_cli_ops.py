@@ -418,3 +418,12 @@ def test_every_option_of_every_command_has_help(monkeypatch):
 
     walk(parser, "flowork-gateway")
     assert not missing, f"options without help: {missing}"
+
+
+def test_an_sqlite_folder_this_user_cannot_write_is_refused(tmp_path, monkeypatch):
+    """Runs everywhere (root ignores modes, so the subprocess test above is skipped there)."""
+    from gateway_kernel import db
+
+    monkeypatch.setattr(db.os, "access", lambda path, mode: False)
+    with pytest.raises(ValueError, match="is not writable by this user"):
+        db.open_database(f"sqlite:///{(tmp_path / 'gw.db').as_posix()}")
