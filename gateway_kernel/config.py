@@ -290,15 +290,19 @@ class Config:
                 raise ConfigError(f"setting {setting.name} is declared by both {first} and {owner} "
                                   f"(a setting has one owner; the other plugin should read it)")
             found, value, source = self._lookup(setting.name)
+            empty = ValueError(f"is set but empty, which would mean the default "
+                               f"({_show(setting.default)}); unset it to use the default, or "
+                               f"give a value")
             try:
                 if found and isinstance(value, str) and value.strip() == "" and not setting.secret:
                     if not setting.allow_empty:
-                        raise ValueError(
-                            "is set but empty, which would mean the default "
-                            f"({_show(setting.default)}); unset it to use the default, or give "
-                            "a value")
+                        raise empty
                     found, source = False, "default"
-                self._values[setting.name] = setting.parse(value) if found else setting.default
+                parsed = setting.parse(value) if found else setting.default
+                if (found and not setting.allow_empty and not parsed
+                        and isinstance(parsed, list | tuple | set | frozenset | dict)):
+                    raise empty  # "," or a TOML [] : as empty as ""
+                self._values[setting.name] = parsed
             except ValueError as exc:
                 raise ConfigError(f"{setting.name} (setting of {owner}): {exc}") from None
             self._owners[setting.name] = owner

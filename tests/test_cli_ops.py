@@ -75,6 +75,7 @@ def config_rows(stdout: str) -> dict[str, tuple[str, str, str]]:
     ("FLOWORK_CORS_ORIGINS", "", "empty"),
     ("FLOWORK_CORS_ORIGINS", "example.com/path", "not an origin"),
     ("FLOWORK_ENGINE_NETWORKS", " ", "empty"),
+    ("FLOWORK_ENGINE_NETWORKS", ",", "empty"),
     ("FLOWORK_SIWE_CHAIN_IDS", "", "empty"),
     ("FLOWORK_PLUGINS", "", "empty"),
     ("GATEWAY_SECRET_TOKEN", "short", "at least 32 characters"),
@@ -150,6 +151,15 @@ def test_every_duration_follows_one_rule(make_gateway):
                     parse(bad)
     assert as_seconds(0, 10)("1.5") == 1.5 and as_seconds(0, 10)(2) == 2.0
     assert as_int()(7.0) == 7 and as_int()(" 12 ") == 12
+
+
+def test_an_empty_toml_list_does_not_widen_access(tmp_path):
+    toml = tmp_path / "gateway.toml"
+    toml.write_text("FLOWORK_SIWE_CHAIN_IDS = []\n")
+    config = Config(environ={"FLOWORK_CONFIG": str(toml)})
+    with pytest.raises(ConfigError, match=r"FLOWORK_SIWE_CHAIN_IDS .*empty"):
+        config.declare("auth_crypto", [Setting("FLOWORK_SIWE_CHAIN_IDS", lambda v: frozenset(v),
+                                                frozenset(), allow_empty=False)])
 
 
 def test_a_setting_has_one_owner():
