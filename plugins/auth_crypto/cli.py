@@ -70,7 +70,7 @@ def write_key_file(path: Path, private_key_hex: str, force: bool = False) -> Non
     fd = os.open(path, flags, 0o600)
     try:
         restrict_to_owner(path)
-    except KeyFileError:
+    except (KeyFileError, OSError):
         os.close(fd)
         path.unlink(missing_ok=True)
         raise
