@@ -1,11 +1,18 @@
 """Flowork Gateway kernel: plugin API, settings, database, auth dispatch. Nothing product-specific."""
 
-from .accounts import Account
-from .api import AuthScheme, Command, GatewayPlugin, Principal, Route, Sink, hookimpl
-from .app import API_PREFIX, BUNDLED, Gateway, PluginError, create_gateway
-from .config import ConfigError, Setting
-from .db import BaseModel, Migration, Param, Prepared, create_tables, database, utcnow
-from .errors import GatewayError
+# Imported on first use (PEP 562): `flowork-gateway --help` and the commands that need no
+# configuration load only the CLI, not Falcon, peewee and every plugin.
+_EXPORTS = {
+    "Account": "accounts",
+    "AuthScheme": "api", "Command": "api", "GatewayPlugin": "api", "Principal": "api",
+    "Route": "api", "Sink": "api", "hookimpl": "api",
+    "API_PREFIX": "app", "BUNDLED": "config", "Gateway": "app", "PluginError": "app",
+    "create_gateway": "app",
+    "ConfigError": "config", "Setting": "config",
+    "BaseModel": "db", "Migration": "db", "Param": "db", "Prepared": "db", "create_tables": "db",
+    "database": "db", "utcnow": "db",
+    "GatewayError": "errors",
+}
 
 __all__ = [
     "API_PREFIX",
@@ -32,3 +39,18 @@ __all__ = [
     "hookimpl",
     "utcnow",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -12,12 +12,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import falcon
 import pluggy
 
 from .config import Setting
 
 if TYPE_CHECKING:
+    import falcon
+
     from .accounts import Account
     from .app import Gateway
 
@@ -131,7 +132,15 @@ class Command:
     """A CLI sub-command a plugin adds: ``flowork-gateway <name> …``.
 
     ``run(gateway, args)`` returns the process exit code. ``needs_database`` commands get a
-    migrated database.
+    migrated database. A command with ``needs_config=False`` (a client, a key tool) runs with
+    ``gateway=None``: it works even when the gateway's settings are broken, and starts fast.
+    ``environment`` lists the ``FLOWORK_*`` variables it reads that are not settings, so
+    that they are not reported as unknown settings.
+
+    Publish commands in the ``flowork_gateway.commands`` entry-point group (name: the
+    plugin's name, value: a list of Commands in a module that imports nothing heavy) so that
+    ``flowork-gateway --help`` lists them without loading plugins or settings. Commands from
+    the ``gateway_commands`` hook work too, once the configuration loads.
     """
 
     name: str
@@ -139,3 +148,5 @@ class Command:
     configure: Callable[[argparse.ArgumentParser], None]
     run: Callable[[Gateway, argparse.Namespace], int]
     needs_database: bool = True
+    needs_config: bool = True
+    environment: tuple[str, ...] = ()

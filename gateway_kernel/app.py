@@ -21,7 +21,18 @@ from stevedore.exception import NoMatches
 from . import hookspecs
 from .accounts import KERNEL_MIGRATIONS, Account, ensure_account, find_by_username
 from .api import PRINCIPAL_KINDS, PROJECT, AuthScheme, GatewayPlugin, Principal, Route, Sink
-from .config import Config, ConfigError, Setting, as_int, as_list, as_str
+from .config import (
+    BUNDLED,  # noqa: F401  (re-exported: gateway_kernel.app.BUNDLED)
+    Config,
+    ConfigError,
+    Setting,
+    as_int,
+    as_list,
+    as_origins,
+    as_seconds,
+    as_str,
+    expand_plugin_names,
+)
 from .db import (
     DATABASE_DOWN_ERRORS,
     Migration,
@@ -38,7 +49,6 @@ from .errors import GatewayError, handle_unexpected, serialize_error
 log = logging.getLogger("gateway_kernel")
 
 ENTRY_POINT_GROUP = "flowork_gateway.plugins"
-BUNDLED = ("auth_crypto", "auth_internal", "engines", "sharing", "proxy", "ratelimit")
 API_PREFIX = "/api/v1"
 #: The server's default outer bound for request bodies (see Gateway.allow_request_body).
 DEFAULT_REQUEST_BODY_LIMIT = 1024**3
@@ -46,12 +56,13 @@ KERNEL = "kernel"
 
 KERNEL_SETTINGS = (
     Setting("DATABASE_URL", as_str, None, "peewee database URL (default: SQLite in ./data/)"),
-    Setting("FLOWORK_PLUGINS", as_list, ["bundled"], "enabled plugins; 'bundled' = every bundled plugin"),
+    Setting("FLOWORK_PLUGINS", as_list, ["bundled"],
+            "enabled plugins; 'bundled' = every bundled plugin", allow_empty=False),
     Setting("FLOWORK_AUTH_SCHEMES", as_list, [], "auth scheme order (default: plugin order)"),
-    Setting("FLOWORK_CORS_ORIGINS", as_list, ["*"], "allowed CORS origins"),
+    Setting("FLOWORK_CORS_ORIGINS", as_origins, ["*"], "allowed CORS origins", allow_empty=False),
     Setting("FLOWORK_MAX_BODY_BYTES", as_int(1), 1024 * 1024, "largest JSON request body"),
     Setting("FLOWORK_DB_POOL_SIZE", as_int(1, 1000), 20, "PostgreSQL pool size per process"),
-    Setting("FLOWORK_DB_POOL_TIMEOUT_S", as_int(0, 600), 10, "wait for a pooled connection"),
+    Setting("FLOWORK_DB_POOL_TIMEOUT_S", as_seconds(0, 600), 10.0, "wait for a pooled connection"),
     Setting("FLOWORK_REDIS_URL", as_str, None,
             "Redis for state shared between instances (default none)"),
 )
@@ -95,18 +106,6 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
     routes: list[str] = field(default_factory=list)
-
-
-def expand_plugin_names(names: Iterable[str]) -> list[str]:
-    """``bundled`` → every bundled plugin; ``none`` → nothing; duplicates dropped."""
-    result: list[str] = []
-    for name in names:
-        if name == "none":
-            continue
-        for item in BUNDLED if name == "bundled" else (name,):
-            if item not in result:
-                result.append(item)
-    return result
 
 
 def available_plugins() -> dict[str, str]:

@@ -1,20 +1,40 @@
-"""``flowork-gateway``: serve, migrate, plugins, routes, and the commands plugins add."""
+"""``flowork-gateway``: serve, migrate, config, plugins, routes, and the commands plugins add.
+
+Fast and robust before anything else: ``--help`` and the commands that need no settings
+(``keygen``, ``call``) import neither Falcon, peewee nor any plugin, and plugin commands are
+listed from the ``flowork_gateway.commands`` entry points even when the configuration is
+broken; the error is shown when a command that needs the configuration runs. Operational
+failures (driver missing, database unreachable, port in use) end in one line and a non-zero
+exit: 2 for configuration and usage errors, 1 for everything else.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import logging
+import os
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from .api import Command
-from .app import API_PREFIX, Gateway, available_plugins, create_gateway
-from .config import ConfigError
+from .config import Config, ConfigError, as_list, expand_plugin_names, redact
+
+if TYPE_CHECKING:
+    from .app import Gateway
 
 log = logging.getLogger("gateway_kernel.cli")
 
+COMMANDS_ENTRY_POINT_GROUP = "flowork_gateway.commands"
+EXIT_FAILURE = 1  # an operational failure: database, port, file
+EXIT_USAGE = 2  # a configuration or usage error
+
 # Waitress settings that keep slow or idle clients from pinning every worker thread.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
 DEFAULT_THREADS = 8
 CHANNEL_TIMEOUT_S = 60  # idle connection closed after this
 CONNECTION_LIMIT = 200  # open sockets beyond this wait in the listen backlog
@@ -38,32 +58,164 @@ def waitress_options(gateway: Gateway | None = None) -> dict[str, object]:
     return options
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {port}")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+BUILTIN_COMMANDS = ("serve", "migrate", "config", "plugins", "routes")
+
+
 def _build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flowork-gateway",
-        description="Flowork Gateway. Settings come from the environment (see README).",
+        description="Flowork Gateway: a plugin-based API gateway.",
+        epilog="Settings come from the environment and the TOML file named by FLOWORK_CONFIG "
+               "(see README); `flowork-gateway config` prints them with their sources. "
+               "`flowork-gateway COMMAND --help` describes a command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = sub.add_parser("serve", help="migrate the database, then serve the API (waitress)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--threads", type=int, default=DEFAULT_THREADS)
-    sub.add_parser("migrate", help="apply pending database migrations")
-    plugins = sub.add_parser("plugins", help="list enabled plugins, their hooks, models, routes")
-    plugins.add_argument("--all", action="store_true", help="also list installed, disabled ones")
-    sub.add_parser("routes", help="list every route with its owner and principal kind")
+    serve = sub.add_parser("serve", help="migrate the database, then serve the API",
+                           description="Apply pending migrations, then serve the API.")
+    serve.add_argument("--host", default=DEFAULT_HOST,
+                       help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0: all IPv4)")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                       help=f"TCP port to listen on (default {DEFAULT_PORT})")
+    serve.add_argument("--threads", type=_positive, default=DEFAULT_THREADS,
+                       help=f"worker threads (default {DEFAULT_THREADS}; keep "
+                            "FLOWORK_DB_POOL_SIZE at least this)")
+    sub.add_parser("migrate", help="apply pending database migrations (every plugin's)",
+                   description="Apply pending database migrations, kernel first, then each "
+                               "plugin after the plugins it requires.")
+    config = sub.add_parser("config", help="print every effective setting, its source and owner",
+                            description="Print every setting of the kernel and the enabled "
+                                        "plugins: value (secrets masked), source (default, file, "
+                                        "environment) and the plugin that owns it.")
+    config.add_argument("--check", action="store_true",
+                        help="print nothing but problems; exit 2 on an unknown FLOWORK_* "
+                             "variable or TOML key, as on any invalid value")
+    plugins = sub.add_parser("plugins", help="list enabled plugins: hooks, models, routes, settings",
+                             description="List the enabled plugins with their hooks, models, "
+                                         "routes and settings.")
+    plugins.add_argument("--all", action="store_true",
+                         help="also list installed plugins that are not enabled (default: off)")
+    sub.add_parser("routes", help="list every route with its principal kind and owner",
+                   description="List every route: method, path, principal kind, owning plugin.")
     for command in commands:
-        command.configure(sub.add_parser(command.name, help=command.help))
+        command.configure(sub.add_parser(command.name, help=command.help,
+                                         description=command.help))
     return parser
 
 
-def _plugin_commands(gateway: Gateway | None) -> list[Command]:
-    if gateway is None:
-        return []
+def _entry_point_commands(environ: Mapping[str, str]) -> list[Command]:
+    """Commands of the enabled plugins, from the light ``flowork_gateway.commands`` entry
+    points; nothing else is imported. If ``FLOWORK_PLUGINS`` cannot be read (a broken
+    configuration), the commands of every installed plugin are listed."""
+    from importlib.metadata import entry_points
+
+    enabled = _enabled_plugins(environ)
+    commands: list[Command] = []
+    for entry in sorted(entry_points(group=COMMANDS_ENTRY_POINT_GROUP), key=lambda e: e.name):
+        if enabled is not None and entry.name not in enabled:
+            continue
+        try:
+            loaded = entry.load()
+            items = list(loaded() if callable(loaded) else loaded)
+        except Exception as exc:  # a broken third-party package must not break the CLI
+            print(f"flowork-gateway: warning: commands of plugin {entry.name!r} failed to load: "
+                  f"{exc!r}", file=sys.stderr)
+            continue
+        commands.extend(c for c in items if isinstance(c, Command))
+    return commands
+
+
+def _enabled_plugins(environ: Mapping[str, str]) -> list[str] | None:
+    """``FLOWORK_PLUGINS`` as configured, or None when the configuration cannot be read."""
+    try:
+        found, value = Config(environ).raw("FLOWORK_PLUGINS")
+        return expand_plugin_names(as_list(value) if found else ["bundled"])
+    except (ConfigError, ValueError):
+        return None
+
+
+def _hook_commands(gateway: Gateway) -> list[Command]:
     commands: list[Command] = []
     for items in gateway.hook.gateway_commands():
         commands.extend(items)
     return commands
+
+
+def _command_word(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is not an option)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word
+        if word == "--":
+            break
+    return None
+
+
+def listen_error_message(exc: OSError, host: str, port: int) -> str | None:
+    """One line for an error binding the listening socket, or None if it is something else.
+
+    For every server ``serve`` can run (waitress here; the ASGI server too)."""
+    where = f"{host}:{port}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot listen on {where}: unknown host {host!r} ({exc.strerror or exc})"
+    if exc.errno in (errno.EADDRINUSE, getattr(errno, "WSAEADDRINUSE", -1)):
+        return (f"cannot listen on {where}: the port is already in use (another gateway or "
+                f"program listens there); stop it or choose another --port")
+    if exc.errno in (errno.EACCES, getattr(errno, "WSAEACCES", -1)):
+        return (f"cannot listen on {where}: permission denied (ports below 1024 need "
+                f"privileges; use a higher --port behind a reverse proxy)")
+    if exc.errno in (errno.EADDRNOTAVAIL, getattr(errno, "WSAEADDRNOTAVAIL", -1)):
+        return f"cannot listen on {where}: {host} is not an address of this machine"
+    return None
+
+
+def database_error_message(exc: BaseException, url: str) -> str | None:
+    """One line for a database that cannot be reached or opened, or None if ``exc`` is not
+    such an error. Names the host:port (or SQLite file) and the driver's first line; never
+    the password."""
+    import peewee
+
+    if isinstance(exc, peewee.ImproperlyConfigured):
+        return f"database driver missing for {redact(url)}: {_first_line(exc)}; " \
+               f"install it with: pip install 'flowork-gateway[postgres]'"
+    if not isinstance(exc, peewee.OperationalError | peewee.InterfaceError):
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite"):
+        return f"cannot open the SQLite database {redact(url)}: {_first_line(exc)}"
+    host = parts.hostname or "localhost"
+    default_port = 26257 if parts.scheme.startswith(("cockroach", "crdb")) else 5432
+    try:
+        port: int | str = parts.port or default_port
+    except ValueError:  # a malformed port in the URL
+        port = "?"
+    return f"cannot connect to the database at {host}:{port}: {_first_line(exc)}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return redact(lines[0]) if lines else type(exc).__name__
 
 
 #: Libraries that log every request at INFO: one line (and a locked stderr write) per proxied
@@ -72,39 +224,108 @@ _CHATTY_LOGGERS = ("httpx", "httpcore")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv, os.environ)
+    except BrokenPipeError:
+        # The reader went away (`flowork-gateway plugins | head`): stop quietly. Point stdout
+        # at devnull so the interpreter's final flush does not raise again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def _main(argv: list[str], environ: Mapping[str, str]) -> int:
+    commands = _entry_point_commands(environ)
+    gateway: Gateway | None = None
+    config_error: ConfigError | None = None
+    word = _command_word(argv)
+    known = {*BUILTIN_COMMANDS, *(c.name for c in commands)}
+    if word is not None and word not in known:
+        # Perhaps a command from a plugin's gateway_commands hook: those need the plugins.
+        gateway, config_error = _try_gateway()
+        if gateway is not None:
+            commands += [c for c in _hook_commands(gateway) if c.name not in known]
+    parser = _build_parser(commands)
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:
+            if config_error is not None and exc.code not in (0, None):
+                print(f"flowork-gateway: (plugin commands may be missing: configuration error: "
+                      f"{config_error})", file=sys.stderr)
+            raise
+        if args.command is None:
+            parser.print_help()
+            return EXIT_USAGE
+        _configure_logging()
+        command = next((c for c in commands if c.name == args.command), None)
+        if command is not None and not command.needs_config:
+            return command.run(None, args)
+        if gateway is None:
+            gateway, config_error = _try_gateway()
+        if gateway is None:
+            print(f"flowork-gateway: configuration error: {config_error}", file=sys.stderr)
+            return EXIT_USAGE
+        also_known = [name for c in commands for name in c.environment]
+        unknown = gateway.config.unknown_names(also_known)
+        if args.command == "config" and args.check:
+            for item in unknown:
+                print(f"flowork-gateway: {item.message()}", file=sys.stderr)
+            return EXIT_USAGE if unknown else 0
+        for item in unknown:
+            log.warning("%s", item.message())
+        return _run(gateway, args, command)
+    except ConfigError as exc:
+        print(f"flowork-gateway: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:
+        message = database_error_message(exc, gateway.database_url) if gateway else None
+        if message is None:
+            raise
+        print(f"flowork-gateway: {message}", file=sys.stderr)
+        return EXIT_FAILURE
+    finally:
+        if gateway is not None:
+            _close_quietly(gateway)
+
+
+def _try_gateway() -> tuple[Gateway | None, ConfigError | None]:
+    from .app import create_gateway
+
+    try:
+        return create_gateway(), None
+    except ConfigError as exc:
+        return None, exc
+
+
+def _close_quietly(gateway: Gateway) -> None:
+    try:
+        gateway.close()
+    except Exception:  # closing after a database failure: the failure was reported already
+        log.debug("closing the gateway failed", exc_info=True)
+
+
+def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    gateway: Gateway | None = None
-    config_error: ConfigError | None = None
-    try:
-        gateway = create_gateway()
-    except ConfigError as exc:
-        config_error = exc
-    parser = _build_parser(_plugin_commands(gateway))
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    if gateway is None:
-        print(f"flowork-gateway: configuration error: {config_error}", file=sys.stderr)
-        return 2
-    try:
-        return _run(gateway, args)
-    except ConfigError as exc:
-        print(f"flowork-gateway: configuration error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        gateway.close()
 
 
-def _run(gateway: Gateway, args: argparse.Namespace) -> int:
+def _run(gateway: Gateway, args: argparse.Namespace, command: Command | None) -> int:
     if args.command == "serve":
         return _serve(gateway, args)
     if args.command == "migrate":
         applied = gateway.migrate()
         print("\n".join(applied) if applied else "database is up to date")
+        return 0
+    if args.command == "config":
+        _print_config(gateway)
         return 0
     if args.command == "plugins":
         _print_plugins(gateway, show_all=args.all)
@@ -112,22 +333,23 @@ def _run(gateway: Gateway, args: argparse.Namespace) -> int:
     if args.command == "routes":
         _print_routes(gateway)
         return 0
-    for command in _plugin_commands(gateway):
-        if command.name == args.command:
-            if command.needs_database:
-                gateway.migrate()
-            token = gateway.activate()
-            try:
-                return command.run(gateway, args)
-            finally:
-                from .db import deactivate
+    if command is None:
+        raise AssertionError(f"unhandled command {args.command}")
+    if command.needs_database:
+        gateway.migrate()
+    token = gateway.activate()
+    try:
+        return command.run(gateway, args)
+    finally:
+        from .db import deactivate
 
-                deactivate(token)
-    raise AssertionError(f"unhandled command {args.command}")
+        deactivate(token)
 
 
 def _serve(gateway: Gateway, args: argparse.Namespace) -> int:
     import waitress
+
+    from .app import API_PREFIX
 
     gateway.migrate()
     gateway.start()
@@ -138,9 +360,17 @@ def _serve(gateway: Gateway, args: argparse.Namespace) -> int:
     # what requests allocate.
     gc.collect()
     gc.freeze()
-    server = waitress.create_server(
-        gateway, host=args.host, port=args.port, threads=args.threads, **waitress_options(gateway)
-    )
+    try:
+        server = waitress.create_server(
+            gateway, host=args.host, port=args.port, threads=args.threads,
+            **waitress_options(gateway),
+        )
+    except OSError as exc:
+        message = listen_error_message(exc, args.host, args.port)
+        if message is None:
+            raise
+        print(f"flowork-gateway: {message}", file=sys.stderr)
+        return EXIT_FAILURE
     drop_stalled_readers(server)
     server.print_listen("Serving on http://{}:{}")
     try:
@@ -176,7 +406,30 @@ def drop_stalled_readers(server: object) -> None:
         each.maintenance = maintenance
 
 
+def _print_config(gateway: Gateway) -> None:
+    config = gateway.config
+    rows = [("setting", "value", "source", "owner")]
+    for name, _value in config.items():
+        shown = config.display(name)
+        if name == "DATABASE_URL" and _value is None:
+            shown = redact(gateway.database_url)
+        rows.append((name, shown, config.source(name) or "-", config.owner(name) or "-"))
+    _print_table(rows)
+    if config.file:
+        print(f"(file: FLOWORK_CONFIG={config.file})")
+
+
+def _print_table(rows: Iterable[tuple[str, ...]]) -> None:
+    rows = list(rows)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]).rstrip())
+
+
 def _print_plugins(gateway: Gateway, show_all: bool) -> None:
+    from .app import available_plugins
+
     for info in gateway.plugin_info():
         print(f"{info.name} {info.version} (enabled){' - ' + info.description if info.description else ''}")
         if info.requires:
@@ -184,6 +437,8 @@ def _print_plugins(gateway: Gateway, show_all: bool) -> None:
         print(f"  hooks:    {', '.join(info.hooks) or '-'}")
         print(f"  models:   {', '.join(info.models) or '-'}")
         print(f"  routes:   {', '.join(info.routes) or '-'}")
+        settings = [s.name for s in gateway.plugins[info.name].settings]
+        print(f"  settings: {', '.join(settings) or '-'}")
     if show_all:
         for name, target in sorted(available_plugins().items()):
             if name not in gateway.plugins:
@@ -192,6 +447,8 @@ def _print_plugins(gateway: Gateway, show_all: bool) -> None:
 
 def _print_routes(gateway: Gateway) -> None:
     import falcon
+
+    from .app import API_PREFIX
 
     rows = []
     for plugin, route in gateway.routes:

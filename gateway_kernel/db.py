@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import logging
+import os
 import select
 import threading
 import weakref
@@ -120,6 +121,31 @@ def default_database_url(cwd: Path | None = None) -> str:
     return f"sqlite:///{path.as_posix()}"
 
 
+def _check_sqlite_folder(folder: Path) -> None:
+    """The SQLite file's folder must exist and be writable (SQLite also writes its -wal and
+    -shm files there). Only the default ``./data/`` is created: a folder tree made silently
+    somewhere else, as whoever runs the gateway, hides a typo in DATABASE_URL."""
+    if not folder.exists() and folder.resolve() == (Path.cwd() / "data").resolve():
+        try:
+            folder.mkdir()
+        except OSError as exc:
+            raise ValueError(f"cannot create the SQLite folder {folder}: {exc.strerror}") from None
+    if not folder.is_dir():
+        raise ValueError(f"the SQLite folder {folder} does not exist (create it first; only "
+                         f"the default ./data/ is created automatically)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"the SQLite folder {folder} is not writable by this user")
+
+
+def _require_postgres_driver(scheme: str) -> None:
+    """peewee finds out about a missing driver at the first query; say it at start-up."""
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        raise ValueError(f"{scheme}:// needs the PostgreSQL driver (psycopg2), which is not "
+                         f"installed: pip install 'flowork-gateway[postgres]'") from None
+
+
 def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0) -> peewee.Database:
     """A peewee Database for ``url``.
 
@@ -137,7 +163,7 @@ def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0) -> 
         if database_path in ("", ":memory:"):
             database_path = ":memory:"
         else:
-            Path(database_path).parent.mkdir(parents=True, exist_ok=True)
+            _check_sqlite_folder(Path(database_path).parent)
         # Transactions begin IMMEDIATE: a deferred one that reads and then writes fails at
         # once with "database is locked" when another connection writes meanwhile (SQLite
         # cannot upgrade its read lock without risking deadlock, so busy_timeout never
@@ -146,6 +172,8 @@ def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0) -> 
             database_path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, timeout=5,
             lock_type="IMMEDIATE",
         )
+    if not scheme.startswith("sqlite"):
+        _require_postgres_driver(parsed.scheme)
     if scheme in ("postgres", "postgresql", "postgresext", "postgresqlext"):
         url = url.replace(parsed.scheme + "://", "postgresql+pool://", 1)
     elif scheme in ("cockroachdb", "crdb"):

@@ -172,9 +172,12 @@ def gateway_user_permissions(gateway: Gateway, account: Account) -> list[str]:
 
 @hookspec
 def gateway_commands() -> list[Command]:
-    """Extra ``flowork-gateway`` sub-commands (:class:`~gateway_kernel.api.Command`), listed in
-    ``--help``; a command's ``run(gateway, args)`` gets a migrated database unless it says
-    ``needs_database=False``."""
+    """Extra ``flowork-gateway`` sub-commands (:class:`~gateway_kernel.api.Command`); a
+    command's ``run(gateway, args)`` gets a migrated database unless it says
+    ``needs_database=False``. Called only when the command line names a command the
+    ``flowork_gateway.commands`` entry points do not provide, after the configuration loads:
+    prefer the entry points, whose commands ``--help`` lists fast and even when the
+    configuration is broken."""
 
 
 # --- Flowork contract: engines, sharing, proxy ------------------------------------------------

@@ -145,7 +145,7 @@ def test_wrong_or_missing_service_key(make_gateway, engines, key) -> None:
 
 
 def test_non_ascii_secret_is_compared_on_utf8_bytes(make_gateway, engines) -> None:
-    secret = "sécret-ключ-" + "z" * 16
+    secret = "sécret-ключ-" + "z" * 24
     client = make_client(make_gateway, engines, GATEWAY_SECRET_TOKEN=secret)
     # A client sends the UTF-8 bytes; WSGI hands them over latin-1 decoded.
     sent = secret.encode("utf-8").decode("latin-1")

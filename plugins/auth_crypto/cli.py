@@ -1,7 +1,8 @@
 """``flowork-gateway keygen`` and ``flowork-gateway call``: curl with Flowork auth built in.
 
-Contributed by auth_crypto through the ``gateway_commands`` hook, so the client goes with the
-scheme it signs for.
+Published by auth_crypto in the ``flowork_gateway.commands`` entry-point group, so the client
+goes with the scheme it signs for. Neither command needs the gateway's settings
+(``needs_config=False``); eth_account is imported only when a key is used.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ import argparse
 import json
 import os
 import secrets
+import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway_kernel import Command
+from gateway_kernel.api import Command
 
-from .signing import Signer
+if TYPE_CHECKING:
+    from .signing import Signer
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -25,18 +29,58 @@ def default_key_path() -> Path:
     return Path(env) if env else Path.home() / ".config" / "flowork-gateway" / "key"
 
 
-def write_key_file(path: Path, private_key_hex: str, force: bool = False) -> None:
-    """Write the key readable by its owner only (0600 where the OS has POSIX modes)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
-    fd = os.open(path, flags, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(private_key_hex + "\n")
-    if os.name == "posix":
+class KeyFileError(Exception):
+    """The key file could not be made owner-only."""
+
+
+def windows_owner_only_command(path: Path, user: str) -> list[str]:
+    """icacls arguments that leave ``user`` as the only account with access to ``path``:
+    inherited entries removed (/inheritance:r), the user's grant replaced by full control."""
+    return ["icacls", str(path), "/inheritance:r", "/grant:r", f"{user}:(F)"]
+
+
+def windows_user() -> str:
+    """The current Windows account as DOMAIN\\user (icacls resolves it to the account's SID)."""
+    user = os.environ.get("USERNAME") or os.getlogin()
+    domain = os.environ.get("USERDOMAIN")
+    return f"{domain}\\{user}" if domain else user
+
+
+def restrict_to_owner(path: Path) -> None:
+    """Owner-only access: mode 0600 on POSIX, an ACL granting only the current user on Windows."""
+    if os.name == "nt":
+        command = windows_owner_only_command(path, windows_user())
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, check=False)  # noqa: S603
+        except OSError as exc:
+            raise KeyFileError(f"cannot run icacls to restrict {path}: {exc}") from None
+        if done.returncode != 0:
+            reason = (done.stderr or done.stdout).strip().splitlines()
+            raise KeyFileError(f"icacls could not restrict {path}: "
+                               f"{reason[0] if reason else f'exit {done.returncode}'}")
+    else:
         os.chmod(path, 0o600)
 
 
+def write_key_file(path: Path, private_key_hex: str, force: bool = False) -> None:
+    """Write the key readable by its owner only: the file is created empty, restricted
+    (0600, or the Windows ACL), and only then receives the key."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
+    try:
+        restrict_to_owner(path)
+    except (KeyFileError, OSError):
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(private_key_hex + "\n")
+
+
 def read_key_file(path: Path) -> Signer:
+    from .signing import Signer
+
     return Signer(path.read_text(encoding="ascii").strip())
 
 
@@ -47,12 +91,20 @@ def _configure_keygen(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_keygen(gateway: object, args: argparse.Namespace) -> int:
+    from .signing import Signer
+
     path = args.out or default_key_path()
     key = "0x" + secrets.token_hex(32)
     try:
         write_key_file(path, key, force=args.force)
     except FileExistsError:
         print(f"{path} exists; use --force to replace it", file=sys.stderr)
+        return 1
+    except KeyFileError as exc:
+        print(f"flowork-gateway keygen: {exc}; no key written", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"flowork-gateway keygen: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(f"wrote {path} (owner-only); address {Signer(key).address}")
     return 0
@@ -111,7 +163,9 @@ def _run_call(gateway: object, args: argparse.Namespace) -> int:
 
 COMMANDS = [
     Command("keygen", "write a new private key file (owner-only permissions)",
-            _configure_keygen, _run_keygen, needs_database=False),
+            _configure_keygen, _run_keygen, needs_database=False, needs_config=False,
+            environment=("FLOWORK_KEY_FILE",)),
     Command("call", "sign and send a request to a gateway, print the JSON answer",
-            _configure_call, _run_call, needs_database=False),
+            _configure_call, _run_call, needs_database=False, needs_config=False,
+            environment=("FLOWORK_KEY_FILE", "FLOWORK_GATEWAY_URL")),
 ]

@@ -188,9 +188,9 @@ class Policy:
     """The clock and domain rules, from the plugin's settings."""
 
     domain: str = "localhost"
-    window_s: int = 300
-    future_skew_s: int = 60
-    siwe_max_lifetime_s: int = 86400
+    window_s: float = 300
+    future_skew_s: float = 60
+    siwe_max_lifetime_s: float = 86400
     chain_ids: frozenset[int] = frozenset()  # empty: any chain
 
 
@@ -213,7 +213,7 @@ def check(message: SignedMessage, policy: Policy, now: float) -> float:
     if message.expires_at - message.issued_at > policy.siwe_max_lifetime_s:
         raise MessageError(
             "malformed_message",
-            f"Sign-In with Ethereum lifetime exceeds {policy.siwe_max_lifetime_s} seconds",
+            f"Sign-In with Ethereum lifetime exceeds {policy.siwe_max_lifetime_s:.15g} seconds",
         )
     if message.issued_at > now + policy.future_skew_s:
         raise MessageError("stale_signature", "Issued At is in the future")

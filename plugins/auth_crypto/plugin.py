@@ -15,7 +15,6 @@ import peewee
 from gateway_kernel import (
     Account,
     AuthScheme,
-    Command,
     GatewayError,
     GatewayPlugin,
     Param,
@@ -25,7 +24,7 @@ from gateway_kernel import (
     Setting,
     hookimpl,
 )
-from gateway_kernel.config import as_int, as_list, as_str
+from gateway_kernel.config import as_list, as_seconds, as_str
 from gateway_kernel.errors import bad_request, unauthorized
 from gateway_kernel.http import isoformat, send_json
 from gateway_kernel.openapi import error, json_response, op, ref
@@ -329,14 +328,14 @@ class AuthCryptoPlugin(GatewayPlugin):
     settings = (
         Setting("FLOWORK_GATEWAY_DOMAIN", as_str, "localhost",
                 "the domain Sign-In with Ethereum messages must name"),
-        Setting("FLOWORK_AUTH_WINDOW_S", as_int(1, 86400), 300,
+        Setting("FLOWORK_AUTH_WINDOW_S", as_seconds(1, 86400), 300.0,
                 "legacy message freshness window, seconds"),
-        Setting("FLOWORK_AUTH_FUTURE_SKEW_S", as_int(0, 3600), 60,
+        Setting("FLOWORK_AUTH_FUTURE_SKEW_S", as_seconds(0, 3600), 60.0,
                 "how far in the future a message timestamp may be, seconds"),
-        Setting("FLOWORK_SIWE_MAX_LIFETIME_S", as_int(1, 30 * 86400), 86400,
+        Setting("FLOWORK_SIWE_MAX_LIFETIME_S", as_seconds(1, 30 * 86400), 86400.0,
                 "longest Sign-In with Ethereum validity accepted, seconds"),
         Setting("FLOWORK_SIWE_CHAIN_IDS", as_chain_ids, frozenset(),
-                "allowed chain ids, comma-separated (default: any)"),
+                "allowed chain ids, comma-separated (default: any)", allow_empty=False),
         Setting("FLOWORK_AUTH_CACHE", as_switch, True,
                 "remember verified signatures and accounts for a few seconds (on/off; off "
                 "recovers every signature and reads the account on every request)"),
@@ -411,13 +410,6 @@ class AuthCryptoPlugin(GatewayPlugin):
         return list(DEFAULT_PERMISSIONS)
 
     # -- OpenAPI ---------------------------------------------------------------------------
-
-    @hookimpl
-    def gateway_commands(self) -> list[Command]:
-        # The command-line client goes with the scheme it signs for.
-        from .cli import COMMANDS
-
-        return list(COMMANDS)
 
     @hookimpl
     def gateway_openapi(self, gateway: Gateway) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import falcon
 
 from gateway_kernel import AuthScheme, GatewayPlugin, Principal, Setting, hookimpl
-from gateway_kernel.config import as_str
+from gateway_kernel.config import as_secret
 from gateway_kernel.errors import unauthorized, unavailable
 
 from .tokens import is_well_formed, token_digest
@@ -93,8 +93,9 @@ class AuthInternalPlugin(GatewayPlugin):
     version = "0.1.0"
     description = "Engine principals (X-Engine-Token) and service principals (X-API-Key)"
     settings = (
-        Setting("GATEWAY_SECRET_TOKEN", as_str, None,
-                "shared secret of internal services (X-API-Key); unset = service routes 503",
+        Setting("GATEWAY_SECRET_TOKEN", as_secret(32), None,
+                "shared secret of internal services (X-API-Key), at least 32 characters; "
+                "unset = service routes 503",
                 secret=True),
     )
 

@@ -13,7 +13,7 @@ import sys
 
 import falcon
 
-from gateway_kernel import Command, Gateway, utcnow
+from gateway_kernel import Gateway, utcnow
 from gateway_kernel.errors import GatewayError, bad_request, not_found
 from gateway_kernel.http import isoformat, read_json_object, send_json
 
@@ -93,20 +93,10 @@ class DisabledComponentItem:
         send_json(resp, {"message": f"Component {component_id} enabled"})
 
 
-# -- CLI -------------------------------------------------------------------------------------
+# -- CLI (declared in commands.py) ------------------------------------------------------
 
 
-def _configure(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="components_action", metavar="ACTION", required=True)
-    sub.add_parser("list", help="list disabled components with reasons")
-    disable_p = sub.add_parser("disable", help="disable a component (engines stop running it)")
-    disable_p.add_argument("component_id")
-    disable_p.add_argument("--reason", default="", help="why (shown to operators)")
-    enable_p = sub.add_parser("enable", help="enable a disabled component again")
-    enable_p.add_argument("component_id")
-
-
-def _run(gateway: Gateway, args: argparse.Namespace) -> int:
+def run_command(gateway: Gateway, args: argparse.Namespace) -> int:
     action = args.components_action
     if action == "list":
         rows = DisabledComponent.select().order_by(DisabledComponent.component_id)
@@ -131,11 +121,3 @@ def _run(gateway: Gateway, args: argparse.Namespace) -> int:
         return 0
     print(f"flowork-gateway components: {component_id} is not disabled", file=sys.stderr)
     return 1
-
-
-COMMAND = Command(
-    name="components",
-    help="kill switch: list, disable or enable components",
-    configure=_configure,
-    run=_run,
-)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway_kernel import Command, Gateway, GatewayPlugin, Principal, Route, hookimpl
+from gateway_kernel import Gateway, GatewayPlugin, Principal, Route, hookimpl
 from gateway_kernel.hookspecs import EngineIdentity, EngineTarget
 
 from . import components, queries
@@ -70,10 +70,6 @@ class EnginesPlugin(GatewayPlugin):
                   components.DisabledComponentItem(), "service"),
             Route("/user/state/{key}", UserStateItem(), "user"),
         ]
-
-    @hookimpl
-    def gateway_commands(self) -> list[Command]:
-        return [components.COMMAND]
 
     @hookimpl
     def gateway_openapi(self, gateway: Gateway) -> dict[str, Any]:

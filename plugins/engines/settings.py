@@ -5,18 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway_kernel import ConfigError, Setting
-from gateway_kernel.config import Config, as_int, as_mapping, as_networks
+from gateway_kernel.config import Config, as_mapping, as_networks, as_seconds
 
 from .urls import Network, parse_static_urls
 
 SETTINGS = (
-    Setting("FLOWORK_ENGINE_ONLINE_S", as_int(1, 86400), 120,
+    Setting("FLOWORK_ENGINE_ONLINE_S", as_seconds(1, 86400), 120.0,
             "heartbeat age (seconds) that still counts as online"),
-    Setting("FLOWORK_CLAIM_TTL_S", as_int(10, 86400), 300,
+    Setting("FLOWORK_CLAIM_TTL_S", as_seconds(10, 86400), 300.0,
             "lifetime (seconds) of an approved dashboard claim"),
     Setting("FLOWORK_ENGINE_NETWORKS", as_networks, (),
             "allowed networks (CIDRs) for engine-reported URLs; when set, only IP literals "
-            "inside them are accepted (default: any but link-local and metadata)"),
+            "inside them are accepted (default: any but link-local and metadata)", allow_empty=False),
     Setting("FLOWORK_ENGINE_URLS", as_mapping, {},
             "static engine URLs, engine_id=url,engine_id=url (always routable)"),
 )
@@ -24,8 +24,8 @@ SETTINGS = (
 
 @dataclass(frozen=True)
 class EnginesConfig:
-    online_s: int
-    claim_ttl_s: int
+    online_s: float
+    claim_ttl_s: float
     networks: tuple[Network, ...]
     static_urls: dict[str, str]
 
@@ -33,7 +33,7 @@ class EnginesConfig:
     def interval_s(self) -> int:
         """Heartbeat interval told to engines: a quarter of the online window, so that two
         lost heartbeats in a row do not yet mark an engine offline."""
-        return max(1, self.online_s // 4)
+        return max(1, int(self.online_s // 4))
 
     @classmethod
     def from_config(cls, config: Config) -> EnginesConfig:
