@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway_kernel import Gateway, GatewayPlugin, Principal, Route, hookimpl
+from gateway_kernel import Gateway, GatewayPlugin, Principal, Route, hookimpl, netpolicy
 from gateway_kernel.hookspecs import EngineIdentity, EngineTarget
 
 from . import components, queries
@@ -44,6 +44,9 @@ class EnginesPlugin(GatewayPlugin):
     @hookimpl
     def gateway_configure(self, gateway: Gateway) -> None:
         self.cfg = EnginesConfig.from_config(gateway.config)
+        # The one address policy (heartbeat, realtime registration, proxy guard) takes the
+        # operator's allow-list from this plugin's setting.
+        netpolicy.for_gateway(gateway).allowed_networks = self.cfg.networks
 
     @hookimpl
     def gateway_models(self) -> list[Any]:

@@ -16,12 +16,12 @@ from gateway_kernel import Gateway, Param, Prepared, utcnow
 from gateway_kernel.accounts import Account
 from gateway_kernel.errors import GatewayError, bad_request, not_found
 from gateway_kernel.http import parse_uuid, read_json_object, require_str, send_json
+from gateway_kernel.netpolicy import URLRefused, for_gateway
 from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
 from . import queries
 from .models import Engine, engine_json, engine_row_json
 from .settings import EnginesConfig
-from .urls import InvalidEngineURL, validate_engine_url
 
 NAME_MAX = 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -152,7 +152,8 @@ class Heartbeat(_Resource):
     """POST /engine/heartbeat {"url"?, "vitals"?}: one UPDATE marks the engine online.
 
     ``url`` absent keeps the stored URL; ``null`` or ``""`` clears it; otherwise it must pass
-    :func:`validate_engine_url`. ``vitals`` (an object) is accepted and not stored.
+    the gateway's address policy (:mod:`gateway_kernel.netpolicy`). ``vitals`` (an object) is
+    accepted and not stored.
     """
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -169,8 +170,8 @@ class Heartbeat(_Resource):
                 raise bad_request("'url' must be a string")
             else:
                 try:
-                    changes[Engine.url] = validate_engine_url(url, self.cfg.networks)
-                except InvalidEngineURL as exc:
+                    changes[Engine.url] = for_gateway(self.gateway).check_url(url)
+                except URLRefused as exc:
                     raise bad_request(f"Engine URL refused: {exc}", "invalid_engine_url") from None
         eid = engine_id_of(req)
         if len(changes) == 1:

@@ -5,8 +5,9 @@ with two things httpx cannot do per request:
   drip-feeds one byte per second never trips them. Every socket read, write and connect here
   is bounded by the deadline of the exchange running in this context (see :class:`Exchange`).
 - an **address guard**: for engine-reported URLs the host is resolved here and refused if any
-  address is link-local, a cloud metadata endpoint or unspecified; the connection then goes to
-  the address that was checked (no DNS-rebinding window between check and connect).
+  address is refused by the gateway's address policy (:mod:`gateway_kernel.netpolicy`); the
+  connection then goes to the address that was checked (no DNS-rebinding window between check
+  and connect).
 
 Only public httpcore/httpx API is used, so the transport survives library upgrades.
 """
@@ -25,19 +26,14 @@ from typing import Any
 import httpcore
 import httpx
 
+from gateway_kernel.netpolicy import AddressPolicy
+
 #: Not 1 MiB: a chunk that size overflows waitress's output buffer (outbuf_overflow, 1 MiB)
 #: into a temporary file; measured 0.20/0.44 of direct against 0.49/0.51 for 256 KiB.
 READ_BYTES = 256 * 1024
 
 #: The exchange whose deadline bounds socket operations in the current context.
 _CURRENT: ContextVar[Exchange | None] = ContextVar("flowork_proxy_exchange", default=None)
-
-# Cloud metadata endpoints that are not link-local (AWS IPv6, Alibaba, Oracle/Azure wireserver).
-_METADATA = frozenset(
-    ipaddress.ip_address(a)
-    for a in ("fd00:ec2::254", "100.100.100.200", "192.0.0.192", "168.63.129.16")
-)
-
 
 class Exchange:
     """Time limits of one proxied request. ``deadline`` is a ``time.monotonic()`` value.
@@ -91,14 +87,6 @@ def _bounded(timeout: float | None, error: type[Exception]) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
-def forbidden_address(address: str) -> bool:
-    """True for addresses an engine URL must never reach (API.md: link-local, metadata)."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip in _METADATA
-
-
 class _DeadlineStream(httpcore.NetworkStream):
     def __init__(self, stream: httpcore.NetworkStream) -> None:
         self._stream = stream
@@ -126,8 +114,9 @@ class _DeadlineStream(httpcore.NetworkStream):
 
 
 class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self) -> None:
+    def __init__(self, policy: AddressPolicy) -> None:
         self._backend = httpcore.SyncBackend()
+        self._policy = policy
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None,
                     local_address: str | None = None,
@@ -148,14 +137,14 @@ class _DeadlineBackend(httpcore.NetworkBackend):
             return _DeadlineStream(stream)
         raise error or httpcore.ConnectError(f"cannot connect to {host}")
 
-    @staticmethod
-    def _checked_addresses(host: str, port: int) -> list[str]:
+    def _checked_addresses(self, host: str, port: int) -> list[str]:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-        if not addresses or any(forbidden_address(a) for a in addresses):
+        if not addresses or any(self._policy.refusal(ipaddress.ip_address(a), port)
+                                for a in addresses):
             raise httpcore.ConnectError(f"{host} resolves to an address engines may not use")
         return addresses
 
@@ -213,13 +202,14 @@ class _ResponseStream(httpx.SyncByteStream):
 class EngineTransport(httpx.BaseTransport):
     """HTTP/1.1 to engines through one connection pool, deadline- and address-guarded."""
 
-    def __init__(self, max_connections: int, keepalive_expiry: float) -> None:
+    def __init__(self, max_connections: int, keepalive_expiry: float,
+                 policy: AddressPolicy | None = None) -> None:
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(trust_env=False),
             max_connections=max_connections,
             max_keepalive_connections=max_connections,
             keepalive_expiry=keepalive_expiry,
-            network_backend=_DeadlineBackend(),
+            network_backend=_DeadlineBackend(policy or AddressPolicy()),
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
