@@ -15,6 +15,7 @@ request (to see connection reuse). Routes (below ``/api/v1``):
 - ``/close``: answers with ``Connection: close`` and closes
 - ``/truncated``: declares 100 body bytes, sends 10, closes
 - ``/redirect``: 302 to ``/api/v1/small``
+- ``/early``: 413 as soon as the request headers are in (the body is not read), then closes
 - anything else: 200 JSON echo of method, target, headers, body length and SHA-256
 
 Run alone (``python tests/async_upstreams.py``) it prints its port and serves until killed
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import ssl
 import sys
 import threading
 from dataclasses import dataclass
@@ -59,6 +61,7 @@ class _Request:
         self.headers: list[tuple[str, str]] = []
         self.digest = hashlib.sha256()
         self.length = 0
+        self.headers_complete = False
         self.done = asyncio.Event()
 
     def on_url(self, url: bytes) -> None:
@@ -66,6 +69,9 @@ class _Request:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.headers_complete = True
 
     def on_body(self, body: bytes) -> None:
         self.digest.update(body)
@@ -78,7 +84,8 @@ class _Request:
 class AsyncEngine:
     """The server in a thread with its own event loop (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context
         self.requests: list[Received] = []
         self.disconnected = threading.Event()
         self.connections = 0
@@ -109,7 +116,8 @@ class AsyncEngine:
 
     async def serve(self, port: int = 0, announce: bool = False) -> None:
         self._stop = asyncio.Event()
-        server = await asyncio.start_server(self._connection, "127.0.0.1", port)
+        server = await asyncio.start_server(self._connection, "127.0.0.1", port,
+                                            ssl=self.ssl_context)
         self.port = server.sockets[0].getsockname()[1]
         if announce:
             print(self.port, flush=True)
@@ -131,6 +139,10 @@ class AsyncEngine:
                 request = _Request()
                 parser = httptools.HttpRequestParser(request)
                 while not request.done.is_set():
+                    if request.headers_complete and request.target.endswith(b"/early"):
+                        self._send(writer, 413, b'{"error":"too large"}', [])
+                        await writer.drain()
+                        return
                     data = await reader.read(256 * 1024)
                     if not data:
                         return

@@ -424,3 +424,59 @@ def test_slow_reader_pauses_the_engine_instead_of_buffering(engine):
         await c.aclose()
 
     run(go())
+
+
+def test_early_answer_during_an_upload_is_returned(engine):
+    """An engine that refuses a body before reading it (413) gets its answer through."""
+    async def go():
+        c = client()
+        response = await c.request("POST", engine.url + "/api/v1/early", [],
+                                   zeros(20 * MIB), timeouts=T, guard=False)
+        assert response.status == 413
+        assert await body_of(response) == b'{"error":"too large"}'
+        assert c._open == 0  # half-sent: never reused
+        assert await get(c, engine.url + "/api/v1/small") == (200, SMALL)
+        await c.aclose()
+
+    run(go())
+
+
+# -- TLS --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_engine(tmp_path):
+    """A TLS engine on 127.0.0.1 whose certificate names only ``localhost``, and a client
+    context trusting it."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    client_context = ssl.create_default_context(cafile=str(cert))
+    with AsyncEngine(ssl_context=server_context) as server:
+        yield server, client_context
+
+
+def test_tls_is_verified_against_the_urls_host_name_through_the_guard(tls_engine):
+    engine, context = tls_engine
+
+    async def go():
+        c = UpstreamClient(max_connections=4, address_policy=AddressPolicy(),
+                           ssl_context=context)
+        # Resolved and checked, connected to 127.0.0.1, SNI and verification on "localhost".
+        assert await get(c, f"https://localhost:{engine.port}/api/v1/small",
+                         guard=True) == (200, SMALL)
+        # The same server by address: the certificate does not name it, so no connection.
+        with pytest.raises(UpstreamConnectError):
+            await get(c, f"https://127.0.0.1:{engine.port}/api/v1/small", guard=True)
+        await c.aclose()
+
+    run(go())

@@ -4,24 +4,35 @@ One file behind a small interface, so that swapping the client is one file. The 
 (forward.py) owns the breaker, retries, header hygiene and caching; this owns connections,
 timeouts and the address guard.
 
-Chosen by measurement (``bench/bench_upstream.py``; one process, loopback stub engine, CPU per
-request, ratio to the fastest; 2-core shared machine, figures move by ~10 %):
+Chosen by measurement: ``bench/bench_upstream.py`` (this process's CPU, a stub engine in a
+second process, 4000 small GETs with 32 in flight, one 64 MiB download and one chunked 64 MiB
+upload, median of 3, ratio = CPU / cheapest; 2-core shared machine, ±10-30 % run to run):
 
-    (table filled in from the bench run: see docs/PERFORMANCE.md, "Upstream client")
+    | client                       | small GET µs | ratio | 64 MiB down ms | ratio | up ms | ratio |
+    |------------------------------|--------------|-------|----------------|-------|-------|-------|
+    | ours (asyncio + httptools)   |           38 |  1.00 |             31 |  1.07 |    17 |  1.05 |
+    | pyreqwest                    |           58 |  1.52 |             34 |  1.17 |    73 |  4.42 |
+    | aiohttp                      |          126 |  3.29 |             29 |  1.00 |    16 |  1.00 |
+    | httpcore.AsyncConnectionPool |         2357 | 61.63 |            118 |  4.11 |    59 |  3.59 |
+    | httpx.AsyncClient            |         2675 | 69.93 |             84 |  2.91 |    49 |  2.98 |
 
-The client is a small asyncio ``Protocol`` with llhttp (``httptools``) parsing the answers,
-because it was the cheapest per request and because the proxy needs things the libraries do
-not give per request: an overall deadline that a drip-feeding engine cannot stretch, a headers
-deadline that starts when the request body is sent, connecting to the exact address the
-address policy checked (with TLS still verified against the host name), and a response body
-handed over as it arrives with backpressure (reading pauses while one read's worth is
-unconsumed). aiohttp comes closest (and would be the fallback), httpx/httpcore cost several
-times more per request, pyreqwest cannot connect a single request to a pre-checked address or
-bound the headers phase.
+The client is a small asyncio ``Protocol`` with llhttp (``httptools``) parsing the answers:
+the cheapest per small request by 1.5x (pyreqwest) to 3x (aiohttp), level with aiohttp on
+bulk transfers, and it gives per request what the proxy needs and the libraries do not: an
+overall deadline a drip-feeding engine cannot stretch, a headers deadline that starts when the
+request body is sent, a connection to exactly the address the policy checked (TLS still
+verified against the host name), and the body handed over as it arrives with backpressure.
+pyreqwest can neither bound the headers phase nor pin one request to a checked address (its
+resolver overrides are per client) and costs 4x on streamed uploads; aiohttp is the fallback
+if this one ever has to go (custom resolver for the guard, a wrapper for the headers phase);
+httpx/httpcore's async pool costs milliseconds per request at 32 in flight.
 
 Rules: HTTP/1.1 only, keep-alive connections pooled per origin (at most ``max_connections``
 open in all; an idle one is dropped after ``KEEPALIVE_S``), no redirects, no cookies, no proxy
-from the environment, no decompression (bodies pass through byte for byte).
+from the environment, no decompression (bodies pass through byte for byte). One client serves
+one event loop and is not thread-safe (everything runs on the loop). A request that fails on a
+pooled connection the engine had just closed is not retried here: the caller retries what is
+safe to retry (body-less idempotent requests).
 """
 
 from __future__ import annotations
@@ -44,8 +55,10 @@ from gateway_kernel.netpolicy import AddressPolicy, URLRefused, literal_address
 #: commonly close idle connections after 5 s (uvicorn), and a request sent on a connection the
 #: server is closing fails with nothing to show for it.
 KEEPALIVE_S = 4.0
-#: Unconsumed response bytes above which reading from the engine pauses (one socket read).
-READ_HIGH_WATER = 256 * 1024
+#: Unconsumed response bytes above which reading from the engine pauses: two socket reads
+#: (asyncio reads up to 256 KiB); at one read, pausing and resuming on nearly every read cost
+#: ~40 % more CPU on a 64 MiB download (bench/bench_upstream.py).
+READ_HIGH_WATER = 512 * 1024
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -129,6 +142,7 @@ class _Connection(asyncio.Protocol):
         self.headers_done = False
         self.interim = False  # inside a 1xx answer, which the real one follows
         self.complete = False
+        self.sent = False  # the whole request went out (else the connection cannot be reused)
         self.framed = False  # Content-Length or Transfer-Encoding seen
         self.reusable = False
         self.error: UpstreamError | None = None
@@ -353,7 +367,10 @@ class UpstreamResponse:
 class UpstreamClient:
     """Pooled keep-alive HTTP/1.1 connections per origin, at most ``max_connections`` in all."""
 
-    def __init__(self, *, max_connections: int, address_policy: AddressPolicy | None) -> None:
+    def __init__(self, *, max_connections: int, address_policy: AddressPolicy | None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        """``ssl_context``: for https engines; default: the system's CAs, host names verified
+        (tests pass one trusting their own CA)."""
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.max_connections = max_connections
@@ -362,7 +379,7 @@ class UpstreamClient:
         self._idle: dict[tuple[_Origin, bool], list[_Connection]] = {}
         self._open = 0  # connections open or being opened, idle ones included
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = ssl_context
         self._closed = False
 
     # -- public ------------------------------------------------------------------------------
@@ -435,6 +452,7 @@ class UpstreamClient:
         if body is None or isinstance(body, bytes | bytearray | memoryview):
             await conn.write(head + bytes(body) if body else head,
                              min(read_s, deadline - time.monotonic()))
+            conn.sent = True
             return
         await conn.write(head, min(read_s, deadline - time.monotonic()))
         sent = 0
@@ -450,7 +468,16 @@ class UpstreamClient:
                     elif sent > length:
                         raise UpstreamProtocolError(
                             "the request body is longer than its Content-Length")
-                    await conn.write(chunk, min(read_s, deadline - time.monotonic()))
+                    if conn.headers_done:
+                        # The engine answered before the end of the body (say, 413): stop
+                        # sending, hand its answer over; the connection is not reused.
+                        return
+                    try:
+                        await conn.write(chunk, min(read_s, deadline - time.monotonic()))
+                    except UpstreamProtocolError:
+                        if conn.headers_done:
+                            return
+                        raise
                     if conn.error is not None:  # the engine gave up on us mid-upload
                         raise conn.error
         except TimeoutError:
@@ -459,6 +486,7 @@ class UpstreamClient:
             await conn.write(b"0\r\n\r\n", min(read_s, deadline - time.monotonic()))
         elif sent != length:
             raise UpstreamProtocolError("the request body is shorter than its Content-Length")
+        conn.sent = True
 
     # -- the pool ----------------------------------------------------------------------------
 
@@ -525,7 +553,7 @@ class UpstreamClient:
         if conn.pool is not self:
             return
         conn.parser = None
-        if reusable and not self._closed and not conn.closed:
+        if reusable and conn.sent and not self._closed and not conn.closed:
             conn.idle = True
             conn.idle_since = time.monotonic()
             self._idle.setdefault(conn.key, []).append(conn)
