@@ -16,6 +16,7 @@ request (to see connection reuse). Routes (below ``/api/v1``):
 - ``/truncated``: declares 100 body bytes, sends 10, closes
 - ``/redirect``: 302 to ``/api/v1/small``
 - ``/early``: 413 as soon as the request headers are in (the body is not read), then closes
+  (lingering: input is drained until the client goes)
 - anything else: 200 JSON echo of method, target, headers, body length and SHA-256
 
 Run alone (``python tests/async_upstreams.py``) it prints its port and serves until killed
@@ -142,6 +143,12 @@ class AsyncEngine:
                     if request.headers_complete and request.target.endswith(b"/early"):
                         self._send(writer, 413, b'{"error":"too large"}', [])
                         await writer.drain()
+                        # A lingering close, as real servers do: closing with unread input
+                        # would send a reset that can destroy the answer in flight.
+                        writer.write_eof()
+                        async with asyncio.timeout(5):
+                            while await reader.read(256 * 1024):
+                                pass
                         return
                     data = await reader.read(256 * 1024)
                     if not data:

@@ -256,7 +256,7 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     def _abort(self) -> None:
-        if self.transport is not None:
+        if self.transport is not None and not self.closed:  # (asyncio fails on a second one)
             self.transport.abort()
 
     async def wait(self, timeout: float, what: str) -> None:
