@@ -15,6 +15,7 @@ request (to see connection reuse). Routes (below ``/api/v1``):
 - ``/close``: answers with ``Connection: close`` and closes
 - ``/truncated``: declares 100 body bytes, sends 10, closes
 - ``/redirect``: 302 to ``/api/v1/small``
+- ``/double``: two answers to one request, in one write (a desynchronised engine)
 - ``/early``: 413 as soon as the request headers are in (the body is not read), then closes
   (lingering: input is drained until the client goes)
 - anything else: 200 JSON echo of method, target, headers, body length and SHA-256
@@ -172,7 +173,8 @@ class AsyncEngine:
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         route = parts.path.removeprefix("/api/v1")
         if route == "/small":
-            self._send(writer, 200, SMALL, [("Content-Type", "application/json")])
+            self._send(writer, 200, SMALL, [("Content-Type", "application/json")],
+                       head=seen.method == "HEAD")
         elif route == "/gzip":
             self._send(writer, 200, GZIP_BODY, [("Content-Encoding", "gzip")])
         elif route == "/download":
@@ -220,6 +222,9 @@ class AsyncEngine:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"t" * 10)
             await writer.drain()
             return False
+        elif route == "/double":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-N: 1\r\n\r\nok"
+                         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nX-N: 2\r\n\r\nbad")
         elif route == "/redirect":
             self._send(writer, 302, b"", [("Location", "/api/v1/small")])
         elif route == "/close":
@@ -236,10 +241,11 @@ class AsyncEngine:
 
     @staticmethod
     def _send(writer: asyncio.StreamWriter, status: int, body: bytes,
-              headers: list[tuple[str, str]]) -> None:
-        head = [f"HTTP/1.1 {status} OK", f"Content-Length: {len(body)}"]
-        head += [f"{n}: {v}" for n, v in headers]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+              headers: list[tuple[str, str]], head: bool = False) -> None:
+        lines = [f"HTTP/1.1 {status} OK", f"Content-Length: {len(body)}"]
+        lines += [f"{n}: {v}" for n, v in headers]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+                     + (b"" if head else body))
 
 
 if __name__ == "__main__":

@@ -480,3 +480,18 @@ def test_tls_is_verified_against_the_urls_host_name_through_the_guard(tls_engine
         await c.aclose()
 
     run(go())
+
+
+def test_a_second_unasked_answer_spoils_the_connection_not_the_first(engine):
+    async def go():
+        c = client()
+        response = await c.request("GET", engine.url + "/api/v1/double", [], None,
+                                   timeouts=T, guard=False)
+        assert await body_of(response) == b"ok"
+        assert [v for n, v in response.headers if n == "X-N"] == ["1"]
+        assert c._open == 0  # not pooled: its framing cannot be trusted
+        assert await get(c, engine.url + "/api/v1/small") == (200, SMALL)
+        assert engine.connections == 2
+        await c.aclose()
+
+    run(go())

@@ -204,12 +204,18 @@ class _Connection(asyncio.Protocol):
     # -- llhttp callbacks --------------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.complete:  # a second answer to one request: never trust this connection again
+            self.reusable = False
+            return
         text = name.decode("latin-1")
         if text.lower() in _FRAMING:
             self.framed = True
         self.headers.append((text, value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        if self.complete:
+            self.reusable = False
+            return
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self.headers = []  # an interim answer (100 Continue); the real one follows
@@ -226,6 +232,7 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.complete:
+            self.reusable = False
             return
         self.chunks.append(body)
         self.buffered += len(body)
