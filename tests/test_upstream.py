@@ -495,3 +495,28 @@ def test_a_second_unasked_answer_spoils_the_connection_not_the_first(engine):
         await c.aclose()
 
     run(go())
+
+
+def test_guard_refuses_a_name_if_any_of_its_addresses_is_refused(engine, monkeypatch):
+    """A name answering with a fine and a refused address (DNS games) is refused outright;
+    a name that does not resolve is a connect error."""
+    import socket
+
+    async def fake_getaddrinfo(self, host, port, **kwargs):
+        if host == "mixed.test":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", port))]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", fake_getaddrinfo)
+
+    async def go():
+        c = client(policy=AddressPolicy())
+        with pytest.raises(UpstreamConnectError, match="may not use"):
+            await get(c, f"http://mixed.test:{engine.port}/api/v1/small", guard=True)
+        with pytest.raises(UpstreamConnectError, match="cannot resolve"):
+            await get(c, f"http://nowhere.test:{engine.port}/api/v1/small", guard=True)
+        assert engine.requests == []
+        await c.aclose()
+
+    run(go())

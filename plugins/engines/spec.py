@@ -53,7 +53,9 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "url": {"type": ["string", "null"], "maxLength": 2048, "description": (
                 "base URL the proxy should use: http(s), a host, no credentials, query or "
-                "fragment; link-local and cloud metadata addresses are refused; with "
+                "fragment, a well-formed host and port; link-local, cloud metadata, "
+                "multicast and unspecified addresses (in any disguise: IPv4-mapped, 6to4, "
+                "NAT64, Teredo, shorthand IPv4) and the gateway's own address are refused; with "
                 "FLOWORK_ENGINE_NETWORKS set, the host must be an IP literal inside those "
                 "networks. Absent keeps the stored URL; null or empty clears it.")},
             "vitals": {"type": ["object", "null"], "description": "accepted, not stored"},
