@@ -45,6 +45,7 @@ from .db import (
     release_connection,
 )
 from .errors import GatewayError, handle_unexpected, serialize_error
+from .throttle import AuthThrottle, build_throttle, log_auth_failure
 
 log = logging.getLogger("gateway_kernel")
 
@@ -65,6 +66,10 @@ KERNEL_SETTINGS = (
     Setting("FLOWORK_DB_POOL_TIMEOUT_S", as_seconds(0, 600), 10.0, "wait for a pooled connection"),
     Setting("FLOWORK_REDIS_URL", as_str, None,
             "Redis for state shared between instances (default none)"),
+    Setting("FLOWORK_AUTH_FAIL_LIMIT", as_int(0), 300,
+            "failed authentications per client address and window before 429 (0: off)"),
+    Setting("FLOWORK_AUTH_FAIL_WINDOW_S", as_int(1, 86400), 300,
+            "window of FLOWORK_AUTH_FAIL_LIMIT, seconds"),
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -192,6 +197,11 @@ class Gateway:
                            if self.hook.gateway_authorize.get_hookimpls() else None)
         self._admit = self.hook.gateway_admit if self.hook.gateway_admit.get_hookimpls() else None
         self._started = False
+        #: Failed-authentication throttle per client address (None: disabled); other
+        #: authenticating entry points (sockets) use it too.
+        self.auth_throttle: AuthThrottle | None = build_throttle(
+            config["FLOWORK_AUTH_FAIL_LIMIT"], config["FLOWORK_AUTH_FAIL_WINDOW_S"],
+            config["FLOWORK_REDIS_URL"])
 
         token = activate(self.db)
         try:
@@ -318,9 +328,22 @@ class Gateway:
         """
         if kind == "public":
             return None
+        throttle = self.auth_throttle
+        client = req.remote_addr or "-"
+        if throttle is not None:
+            throttle.check(client)  # 429 before any credential is looked at
         schemes = self.schemes[kind]
         for scheme in schemes:
-            principal = scheme.authenticate(req)
+            try:
+                principal = scheme.authenticate(req)
+            except falcon.HTTPError as exc:
+                # A credential was presented and refused: log it, count it for the throttle.
+                if exc.status_code == 401:
+                    log_auth_failure(scheme.name, getattr(exc, "code", "unauthorized"), client,
+                                     req.path)
+                    if throttle is not None:
+                        throttle.failed(client)
+                raise
             if principal is not None:
                 if principal.audience is not None and not sink:
                     raise scheme.exposed(principal)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-import uuid
 from typing import Any
 
 import falcon
@@ -96,12 +95,19 @@ def require_str(body: dict[str, Any], key: str, *, min_len: int = 1, max_len: in
     return value
 
 
+#: The one spelling of an id the gateway issues and accepts: lower-case hex, hyphenated.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def parse_uuid(value: str) -> str:
-    """A canonical UUID string; a malformed path id is 404 ``not_found`` (API.md)."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, TypeError, AttributeError):
-        raise not_found() from None
+    """``value`` if it is a UUID in canonical form, else 404 ``not_found`` (API.md).
+
+    Other spellings (``urn:uuid:…``, ``{…}``, upper case, no hyphens) are refused rather than
+    normalised, so one object has one id on the wire and in every cache or log keyed by it.
+    """
+    if not isinstance(value, str) or not _CANONICAL_UUID.fullmatch(value):
+        raise not_found()
+    return value
 
 
 def isoformat(value: dt.datetime | None) -> str | None:

@@ -83,6 +83,8 @@ def op(
              "engine": ["invalid_engine_token"],
              "service": ["invalid_api_key"]}[auth]
         )
+        # The kernel's failed-authentication throttle (gateway_kernel/throttle.py).
+        all_errors.setdefault(429, []).append("too_many_requests")
         if auth == "service":
             all_errors.setdefault(503, []).append("service_auth_not_configured")
     if body is not None:

@@ -411,8 +411,13 @@ def test_failures_are_not_cached(make_gateway, signer) -> None:
 # -- logout / revocation ---------------------------------------------------------------------
 
 
-def test_logout_revokes_earlier_messages_and_allows_later_ones(client, signer) -> None:
+SKEW_S = 15  # FLOWORK_AUTH_FUTURE_SKEW_S default (API.md)
+
+
+def test_logout_revokes_earlier_messages_and_allows_later_ones(gateway, signer) -> None:
+    client = client_for(gateway)
     now = int(time.time())
+    set_clock(gateway, now)
     before = signer.headers(timestamp=now - 5)
     siwe_before = signer.siwe_headers(issued_at=dt.datetime.fromtimestamp(now - 5, dt.UTC))
     assert profile(client, before).status_code == 200
@@ -423,10 +428,54 @@ def test_logout_revokes_earlier_messages_and_allows_later_ones(client, signer) -
     assert_401(profile(client, before), "revoked")
     assert_401(profile(client, siwe_before), "revoked")
     assert_401(profile(client, signer.headers(timestamp=now - 1)), "revoked")
-    # Signed after the logout: works (legacy and SIWE).
-    assert profile(client, signer.headers(timestamp=now + 2)).status_code == 200
-    later = dt.datetime.fromtimestamp(now + 2, dt.UTC)
+    # Signed after the cut-off (now + skew) has passed: works (legacy and SIWE).
+    set_clock(gateway, now + SKEW_S + 2)
+    assert profile(client, signer.headers(timestamp=now + SKEW_S + 1)).status_code == 200
+    later = dt.datetime.fromtimestamp(now + SKEW_S + 1, dt.UTC)
     assert profile(client, signer.siwe_headers(issued_at=later)).status_code == 200
+
+
+def test_future_dated_messages_die_with_the_logout(gateway, signer) -> None:
+    """Issue 14 finding 4: a message dated ahead (inside the allowed skew) used to survive
+    the logout, including the one that logged out."""
+    client = client_for(gateway)
+    now = int(time.time())
+    set_clock(gateway, now)
+    ahead = signer.headers(timestamp=now + 10)
+    assert profile(client, ahead).status_code == 200
+    assert client.simulate_post("/api/v1/auth/logout", headers=ahead).status_code == 200
+    # Cut-off: the logout message's own date (now + 10) + skew (15) = now + 25.
+    result = profile(client, ahead)
+    assert_401(result, "revoked")
+    assert result.headers["Retry-After"] == "25"
+    # A new message, dated as far ahead as the skew allows, is still inside the cut-off.
+    result = profile(client, signer.headers(timestamp=now + SKEW_S))
+    assert_401(result, "revoked")
+    assert result.headers["Retry-After"] == "25"
+    set_clock(gateway, now + 20)
+    assert profile(client, ahead).headers["Retry-After"] == "5"
+    # Once the cut-off has passed, a freshly signed message works; the old ones never again.
+    set_clock(gateway, now + 26)
+    assert profile(client, signer.headers(timestamp=now + 26)).status_code == 200
+    result = profile(client, ahead)
+    assert_401(result, "revoked")
+    assert result.headers["Retry-After"] == "0"
+
+
+def test_a_later_logout_never_moves_the_cut_off_back(make_gateway, signer) -> None:
+    first, second = make_gateway(), make_gateway()
+    a, b = client_for(first), client_for(second)
+    now = int(time.time())
+    set_clock(first, now)
+    set_clock(second, now)
+    assert a.simulate_post("/api/v1/auth/logout",
+                           headers=signer.headers(timestamp=now + 10)).status_code == 200
+    # A message from before the first cut-off cannot log out again, and the stored cut-off
+    # (now + 25) stays even if another instance's clock would compute an earlier one.
+    second.plugins["auth_crypto"].scheme.logout(
+        second.plugins["auth_crypto"].scheme.account(signer.address.lower()).account, now - 100)
+    set_clock(second, now + 24)
+    assert_401(profile(b, signer.headers(timestamp=now + 24)), "revoked")
 
 
 def test_logout_does_not_touch_other_users(client, make_signer) -> None:
@@ -455,7 +504,9 @@ def test_logout_is_seen_by_another_instance_within_5_seconds(make_gateway, signe
         assert time.monotonic() - logged_out < 5, "second instance still accepts the signature"
         time.sleep(0.1)
     assert_401(result, "revoked")
-    assert profile(b, signer.headers(timestamp=now + 2)).status_code == 200
+    # The cut-off is at most now + 1 + skew (logout at now + 0.99, rounded up).
+    set_clock(second, now + SKEW_S + 3)
+    assert profile(b, signer.headers(timestamp=now + SKEW_S + 2)).status_code == 200
 
 
 def test_concurrent_first_requests_create_one_user(make_gateway, signer) -> None:

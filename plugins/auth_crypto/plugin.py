@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -185,7 +186,7 @@ class CryptoUserScheme(AuthScheme):
             verified = self.verify(address, signature, text, now)
         cached = self.account(verified.address)
         if cached.revoked_before is not None and verified.issued_at <= cached.revoked_before:
-            raise unauthorized("revoked", "This signature was revoked by a logout; sign again")
+            raise revoked(cached.revoked_before - now)
         if fresh:  # only successes are cached, and never beyond the message's validity
             self.verified.put(key, verified, verified.expires_at)
         digest = hashlib.sha256(f"{verified.address}\n{text}".encode(
@@ -269,16 +270,35 @@ class CryptoUserScheme(AuthScheme):
         self.accounts.put(address, cached, now + ACCOUNT_TTL_S)
         return cached
 
-    def logout(self, account: Account) -> None:
-        """Refuse every message of ``account`` issued until now (all instances, via the DB)."""
-        cutoff = dt.datetime.fromtimestamp(self.clock(), dt.UTC).replace(tzinfo=None)
+    def logout(self, account: Account, message_issued_at: float) -> float:
+        """Refuse every message of ``account`` dated at or before the cut-off (all instances,
+        via the DB); return the cut-off (unix s).
+
+        The cut-off is the later of now and the logout message's own date, plus the allowed
+        future skew: any message signed before the logout, even one dated ahead, is at or
+        before it. A cut-off never moves back (a concurrent logout keeps the later one)."""
+        latest = max(self.clock(), message_issued_at) + self.policy.future_skew_s
+        cutoff = dt.datetime.fromtimestamp(math.ceil(latest), dt.UTC).replace(tzinfo=None)
+        excluded = peewee.EXCLUDED.revoked_before
         (
             Revocation.insert(account=account.id, revoked_before=cutoff)
-            .on_conflict(conflict_target=[Revocation.account], preserve=[Revocation.revoked_before])
+            .on_conflict(
+                conflict_target=[Revocation.account],
+                update={Revocation.revoked_before: peewee.Case(
+                    None, [(Revocation.revoked_before < excluded, excluded)],
+                    Revocation.revoked_before)},
+            )
             .execute()
         )
-        self.accounts.put(account.address, CachedAccount(account, _epoch(cutoff)),
-                          time.monotonic() + ACCOUNT_TTL_S)
+        self.accounts.discard(account.address)  # the next request reads the stored cut-off
+        return _epoch(cutoff)
+
+
+def revoked(retry_after: float) -> GatewayError:
+    """401 ``revoked``; ``Retry-After``: seconds until a message signed now is past the
+    cut-off (0 once it already is)."""
+    return GatewayError(401, "revoked", "This signature was revoked by a logout; sign again",
+                        {"Retry-After": str(max(0, math.ceil(retry_after)))})
 
 
 def profile(gateway: Gateway, account: Account) -> dict[str, Any]:
@@ -306,7 +326,8 @@ class LogoutResource:
         self.scheme = scheme
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        self.scheme.logout(req.context.principal.account)
+        principal = req.context.principal
+        self.scheme.logout(principal.account, principal.claims["issued_at"])
         send_json(resp, {"message": "Logged out: signatures made until now no longer work"})
 
 
@@ -330,7 +351,7 @@ class AuthCryptoPlugin(GatewayPlugin):
                 "the domain Sign-In with Ethereum messages must name"),
         Setting("FLOWORK_AUTH_WINDOW_S", as_seconds(1, 86400), 300.0,
                 "legacy message freshness window, seconds"),
-        Setting("FLOWORK_AUTH_FUTURE_SKEW_S", as_seconds(0, 3600), 60.0,
+        Setting("FLOWORK_AUTH_FUTURE_SKEW_S", as_seconds(0, 3600), 15.0,
                 "how far in the future a message timestamp may be, seconds"),
         Setting("FLOWORK_SIWE_MAX_LIFETIME_S", as_seconds(1, 30 * 86400), 86400.0,
                 "longest Sign-In with Ethereum validity accepted, seconds"),

@@ -14,6 +14,7 @@ import peewee
 
 from gateway_kernel import Gateway, Param, Prepared, utcnow
 from gateway_kernel.accounts import Account
+from gateway_kernel.db import is_postgres
 from gateway_kernel.errors import GatewayError, bad_request, not_found
 from gateway_kernel.http import parse_uuid, read_json_object, require_str, send_json
 from gateway_kernel.netpolicy import URLRefused, for_gateway
@@ -107,12 +108,18 @@ class ResetToken(_Resource):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, engine_id: str) -> None:
         eid = parse_uuid(engine_id)
-        token = new_engine_token()
-        updated = Engine.update(token_digest=token_digest(token)).where(
-            (Engine.id == eid) & (Engine.owner == account_of(req).id)
-        ).execute()
-        if not updated:
-            raise not_found()
+        db = self.gateway.db
+        # Resets of one engine run one at a time (the row lock on PostgreSQL; SQLite's
+        # IMMEDIATE transaction holds the write lock), and the token is minted inside, so
+        # the token of the last reset to take effect is the one that works.
+        with db.atomic():
+            owned = Engine.select(Engine.id).where((Engine.id == eid) & (Engine.owner == account_of(req).id))
+            if is_postgres(db):
+                owned = owned.for_update()
+            if owned.first() is None:
+                raise not_found()
+            token = new_engine_token()
+            Engine.update(token_digest=token_digest(token)).where(Engine.id == eid).execute()
         send_json(resp, {"message": "Engine token reset", "token": token, "engine_id": eid})
 
 

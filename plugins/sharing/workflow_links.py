@@ -115,10 +115,11 @@ def parse_expiry(value: Any) -> dt.datetime | None:
         raise bad_request("'expires_at' must be an ISO-8601 date-time string or null")
     try:
         when = dt.datetime.fromisoformat(value.strip())
-    except ValueError:
+        if when.tzinfo is not None:
+            # OverflowError: an offset that carries the time past year 9999 or before year 1.
+            when = when.astimezone(dt.UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         raise bad_request("'expires_at' is not a valid ISO-8601 date-time") from None
-    if when.tzinfo is not None:
-        when = when.astimezone(dt.UTC).replace(tzinfo=None)
     if when <= utcnow():
         raise bad_request("'expires_at' must be in the future")
     return when
