@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import falcon
 import peewee
@@ -208,6 +209,8 @@ class Gateway:
             self.hook.gateway_configure(gateway=self)
             self.schemes = self._collect_schemes()
             self._shapes: dict[str, str] = {}
+            #: Route shapes by segment count (None: a path field), for owns_path.
+            self._owned_shapes: dict[int, list[tuple[str | None, ...]]] = {}
             self.routes: list[tuple[str, Route]] = []
             self.sinks: list[tuple[str, Sink]] = []
             self.app = self._build_app()
@@ -427,10 +430,40 @@ class Gateway:
                     f"enabled plugin supplies a {kind!r} auth scheme"
                 )
         self._shapes[shape] = plugin
+        segments = tuple(None if _FIELD.fullmatch(s) else s for s in shape.strip("/").split("/"))
+        self._owned_shapes.setdefault(len(segments), []).append(segments)
         self.routes.append((plugin, route))
         served = {m for m in falcon.COMBINED_METHODS if hasattr(route.resource, f"on_{m.lower()}")}
         _RouteAuth.attach(route.resource, route, served, plugin)
         app.add_route(API_PREFIX + route.path, route.resource)
+
+    def owns_path(self, req: falcon.Request) -> bool:
+        """True if the path is a route's path spelled another way: with trailing slashes, or
+        with an encoded slash (``%2F``) inside what the route takes as one path field.
+
+        Sinks see only paths no route matched; a spelling Falcon does not route must still
+        never reach them (API.md: a path a plugin owns is never proxied)."""
+        path = req.path
+        if not path.startswith(API_PREFIX):
+            return False
+        if self._matches_route(path[len(API_PREFIX):].rstrip("/").split("/")[1:]):
+            return True
+        raw = _raw_path(req)
+        if raw is None or "%2f" not in raw.lower():
+            return False
+        # Split where the client put slashes, then decode each segment (%2F stays inside).
+        raw = raw.rstrip("/")
+        if not raw.startswith(API_PREFIX + "/"):
+            return False
+        return self._matches_route(
+            [unquote(s) for s in raw[len(API_PREFIX):].split("/")[1:]])
+
+    def _matches_route(self, segments: list[str]) -> bool:
+        for shape in self._owned_shapes.get(len(segments), ()):
+            if all(seg == want if want is not None else seg != ""
+                   for seg, want in zip(segments, shape, strict=True)):
+                return True
+        return False
 
     def _add_sink(self, app: falcon.App, plugin: str, sink: Sink) -> None:
         if sink.auth != "public" and sink.auth not in self.schemes:
@@ -443,6 +476,8 @@ class Gateway:
         gateway = self
 
         def responder(req: falcon.Request, resp: falcon.Response, path: str | None = None) -> None:
+            if gateway.owns_path(req):  # a route's path in another spelling: never the sink
+                raise GatewayError(404, "not_found", "Not found")
             gateway.authenticate(req, sink.auth, sink=True)
             gateway.admit(req, resp, plugin)
             sink.handler(req, resp, (sink.prefix.rstrip("/") + (path or "")) or "/")
@@ -496,6 +531,26 @@ class Gateway:
             return self.app(environ, start_response)
         finally:
             deactivate(token)
+
+
+def _raw_path(req: falcon.Request) -> str | None:
+    """The request target's path as the client sent it (still percent-encoded), if the
+    server tells: RAW_URI (gunicorn, Falcon's test client), REQUEST_URI (waitress), or an
+    ASGI scope's raw_path."""
+    env = getattr(req, "env", None)
+    raw: str | bytes | None = None
+    if env is not None:
+        raw = env.get("RAW_URI") or env.get("REQUEST_URI")
+    else:
+        scope = getattr(req, "scope", None)
+        raw = scope.get("raw_path") if scope is not None else None
+    if raw is None:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode("latin-1")
+    if "://" in raw:  # absolute-form request target
+        raw = urlsplit(raw).path
+    return raw.split("?", 1)[0]
 
 
 def _route_kinds(route: Route) -> set[str]:

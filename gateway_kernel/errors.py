@@ -70,6 +70,12 @@ def conflict(message: str, code: str = "conflict") -> GatewayError:
     return GatewayError(409, code, message)
 
 
+def limit_reached(what: str, limit: int, setting: str) -> GatewayError:
+    """409 ``limit_reached``: a create beyond a per-user limit, naming the limit."""
+    return GatewayError(409, "limit_reached",
+                        f"Limit reached: at most {limit} {what} ({setting})")
+
+
 def unavailable(code: str, message: str, retry_after: int | None = None) -> GatewayError:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return GatewayError(503, code, message, headers)

@@ -71,7 +71,7 @@ class EnginesPlugin(GatewayPlugin):
             Route("/system/disabled-components", components.DisabledComponents(), "service"),
             Route("/system/disabled-components/{component_id}",
                   components.DisabledComponentItem(), "service"),
-            Route("/user/state/{key}", UserStateItem(), "user"),
+            Route("/user/state/{key}", UserStateItem(gateway, cfg.max_state_keys), "user"),
         ]
 
     @hookimpl

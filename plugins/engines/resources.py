@@ -15,7 +15,7 @@ import peewee
 from gateway_kernel import Gateway, Param, Prepared, utcnow
 from gateway_kernel.accounts import Account
 from gateway_kernel.db import is_postgres
-from gateway_kernel.errors import GatewayError, bad_request, not_found
+from gateway_kernel.errors import GatewayError, bad_request, limit_reached, not_found
 from gateway_kernel.http import parse_uuid, read_json_object, require_str, send_json
 from gateway_kernel.netpolicy import URLRefused, for_gateway
 from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
@@ -44,6 +44,14 @@ def engine_name(body: dict[str, Any]) -> str:
     if _CONTROL.search(name):
         raise bad_request("'name' must not contain control characters")
     return name
+
+
+def lock_account(db: peewee.Database, account_id: int) -> None:
+    """Serialise this account's creates until the transaction ends, so that a count taken
+    next is exact (the limits of API.md): a row lock on PostgreSQL; SQLite's IMMEDIATE
+    transaction already holds the database's write lock."""
+    if is_postgres(db):
+        Account.select(Account.id).where(Account.id == account_id).for_update().execute()
 
 
 def invalid_engine_token() -> GatewayError:
@@ -85,7 +93,13 @@ class EnginesCollection(_Resource):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         name = engine_name(read_json_object(req))
         token = new_engine_token()
-        engine = Engine.create(owner=account_of(req).id, name=name, token_digest=token_digest(token))
+        owner_id = account_of(req).id
+        with self.gateway.db.atomic():
+            lock_account(self.gateway.db, owner_id)  # concurrent creates count each other
+            if Engine.select().where(Engine.owner == owner_id).count() >= self.cfg.max_engines:
+                raise limit_reached("engines per user", self.cfg.max_engines,
+                                    "FLOWORK_LIMIT_ENGINES_PER_USER")
+            engine = Engine.create(owner=owner_id, name=name, token_digest=token_digest(token))
         # The plaintext token appears here once; only its digest is stored.
         send_json(resp, {**engine_json(engine, self.cfg.online_s), "raw_token": token}, 201)
 

@@ -19,6 +19,10 @@ SETTINGS = (
             "inside them are accepted (default: any but link-local and metadata)", allow_empty=False),
     Setting("FLOWORK_ENGINE_URLS", as_mapping, {},
             "static engine URLs, engine_id=url,engine_id=url (always routable)"),
+    Setting("FLOWORK_LIMIT_ENGINES_PER_USER", as_int(1, 10**9), 100,
+            "engines one user may own (409 limit_reached beyond)"),
+    Setting("FLOWORK_LIMIT_STATE_KEYS_PER_USER", as_int(1, 10**9), 100,
+            "GUI state keys one user may store (409 limit_reached beyond)"),
 )
 
 
@@ -28,6 +32,8 @@ class EnginesConfig:
     claim_ttl_s: float
     networks: tuple[Network, ...]
     static_urls: dict[str, str]
+    max_engines: int = 100
+    max_state_keys: int = 100
 
     @property
     def interval_s(self) -> int:
@@ -46,4 +52,6 @@ class EnginesConfig:
             claim_ttl_s=config["FLOWORK_CLAIM_TTL_S"],
             networks=tuple(config["FLOWORK_ENGINE_NETWORKS"]),
             static_urls=static,
+            max_engines=config["FLOWORK_LIMIT_ENGINES_PER_USER"],
+            max_state_keys=config["FLOWORK_LIMIT_STATE_KEYS_PER_USER"],
         )

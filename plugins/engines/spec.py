@@ -89,7 +89,8 @@ def openapi_part() -> dict[str, Any]:
                           tags=engines),
                 "post": op("Register an engine; the answer has its token, shown once", "user",
                            {201: json_response(ref("NewEngine"), "Created")},
-                           body=ref("EngineName"), tags=engines),
+                           body=ref("EngineName"), errors={409: ["limit_reached"]},
+                           tags=engines),
             },
             "/user/engines/{engine_id}": {
                 "delete": op("Delete my engine (its shares and pending claims go too)", "user",
@@ -155,7 +156,8 @@ def openapi_part() -> dict[str, Any]:
                 "put": op(f"Store a GUI state value (any JSON up to {MAX_VALUE_BYTES} bytes; "
                           "favorite_presets: array of strings)", "user",
                           {200: json_response(ref("StatusMessage"))}, body={},
-                          parameters=[_KEY], errors={400: ["invalid_key"]}, tags=["user"]),
+                          parameters=[_KEY], errors={400: ["invalid_key"], 409: ["limit_reached"]},
+                          tags=["user"]),
             },
         },
         "components": {"schemas": SCHEMAS},

@@ -13,12 +13,12 @@ from typing import Any
 
 import falcon
 
-from gateway_kernel import utcnow
-from gateway_kernel.errors import bad_request
+from gateway_kernel import Gateway, utcnow
+from gateway_kernel.errors import bad_request, limit_reached
 from gateway_kernel.http import read_json, send_json
 
 from .models import UserState
-from .resources import account_of
+from .resources import account_of, lock_account
 
 MAX_VALUE_BYTES = 64 * 1024
 KEY = re.compile(r"^[a-z0-9_]{1,64}$")
@@ -46,7 +46,11 @@ def validate_value(key: str, value: Any) -> str:
 
 
 class UserStateItem:
-    """GET/PUT /user/state/{key}."""
+    """GET/PUT /user/state/{key}; at most ``max_keys`` keys per user."""
+
+    def __init__(self, gateway: Gateway, max_keys: int) -> None:
+        self.gateway = gateway
+        self.max_keys = max_keys
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         check_key(key)
@@ -61,10 +65,22 @@ class UserStateItem:
     def on_put(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         check_key(key)
         text = validate_value(key, read_json(req, limit=MAX_VALUE_BYTES))
-        UserState.insert(
-            account=account_of(req).id, key=key, value=text, updated_at=utcnow()
-        ).on_conflict(
-            conflict_target=[UserState.account, UserState.key],
-            update={UserState.value: text, UserState.updated_at: utcnow()},
-        ).execute()
+        account_id = account_of(req).id
+        mine = UserState.account == account_id
+        with self.gateway.db.atomic():
+            # A new key counts against the limit; the lock makes concurrent new keys of one
+            # user count each other. Overwriting a key never does.
+            lock_account(self.gateway.db, account_id)
+            if (
+                not UserState.select().where(mine & (UserState.key == key)).exists()
+                and UserState.select().where(mine).count() >= self.max_keys
+            ):
+                raise limit_reached("state keys per user", self.max_keys,
+                                    "FLOWORK_LIMIT_STATE_KEYS_PER_USER")
+            UserState.insert(
+                account=account_id, key=key, value=text, updated_at=utcnow()
+            ).on_conflict(
+                conflict_target=[UserState.account, UserState.key],
+                update={UserState.value: text, UserState.updated_at: utcnow()},
+            ).execute()
         send_json(resp, {"status": "success", "message": f"State '{key}' saved"})

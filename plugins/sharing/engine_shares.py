@@ -13,7 +13,8 @@ import falcon
 import peewee
 
 from gateway_kernel import Account, Param, Prepared, utcnow
-from gateway_kernel.errors import bad_request, conflict, not_found
+from gateway_kernel.db import is_postgres
+from gateway_kernel.errors import bad_request, conflict, limit_reached, not_found
 from gateway_kernel.hookspecs import EngineGuest
 from gateway_kernel.http import isoformat, parse_uuid, read_json_object, require_str, send_json
 from gateway_plugins.engines.models import Engine, engine_json
@@ -70,9 +71,18 @@ def parse_role(body: dict[str, Any]) -> str:
     return role
 
 
+def _shares_left(engine: Engine, limit: int) -> None:
+    if EngineShare.select().where(EngineShare.engine == engine.id).count() >= limit:
+        raise limit_reached("shares per engine", limit, "FLOWORK_LIMIT_SHARES_PER_ENGINE")
+
+
 def create_share(gateway: Gateway, engine: Engine, owner: Account, identifier: str,
-                 role: str) -> dict[str, Any]:
-    """Share ``engine`` with the account named by ``identifier``; the POST answer."""
+                 role: str, limit: int) -> dict[str, Any]:
+    """Share ``engine`` with the account named by ``identifier``; the POST answer.
+
+    At most ``limit`` shares per engine: checked before the guest's account is looked up
+    (which may create it), and again, exactly, with the engine's row locked."""
+    _shares_left(engine, limit)
     guest = gateway.find_account(identifier)  # may create a well-formed, unseen address
     if guest is None:
         raise not_found("No user with that username or address", "user_not_found")
@@ -82,6 +92,9 @@ def create_share(gateway: Gateway, engine: Engine, owner: Account, identifier: s
         # A savepoint, so the unique violation does not poison an outer transaction
         # (PostgreSQL) and concurrent duplicates give exactly one success.
         with gateway.db.atomic():
+            if is_postgres(gateway.db):  # SQLite: the IMMEDIATE transaction serialises
+                Engine.select(Engine.id).where(Engine.id == engine.id).for_update().execute()
+            _shares_left(engine, limit)
             share = EngineShare.create(engine=engine.id, account=guest.id, role=role)
     except peewee.IntegrityError:
         # The unique pair (already shared) or the foreign key (the engine was deleted by a
@@ -167,9 +180,10 @@ class ListSharesResource:
 class CreateShareResource:
     """POST: ``identifier_field`` names the body key holding the username or address."""
 
-    def __init__(self, gateway: Gateway, identifier_field: str) -> None:
+    def __init__(self, gateway: Gateway, identifier_field: str, max_shares: int) -> None:
         self.gateway = gateway
         self.identifier_field = identifier_field
+        self.max_shares = max_shares
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, engine_id: str) -> None:
         owner = _caller(req)
@@ -177,7 +191,8 @@ class CreateShareResource:
         body = read_json_object(req)
         identifier = require_str(body, self.identifier_field, max_len=_MAX_IDENTIFIER)
         role = parse_role(body)
-        send_json(resp, create_share(self.gateway, engine, owner, identifier, role), 201)
+        send_json(resp, create_share(self.gateway, engine, owner, identifier, role,
+                                     self.max_shares), 201)
 
 
 class EngineSharesResource(ListSharesResource, CreateShareResource):

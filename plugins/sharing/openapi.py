@@ -69,7 +69,7 @@ _PRESET = path_param("preset_name", f"1-{MAX_PRESET_NAME} characters, no control
 _SHARE_ID = path_param("share_id", "link id (UUID)", "uuid")
 _TOKEN = path_param("share_token", "the link's token")
 _SHARE_ERRORS = {400: ["cannot_share_with_self", "invalid_identifier"],
-                 404: ["not_found", "user_not_found"], 409: ["conflict"]}
+                 404: ["not_found", "user_not_found"], 409: ["conflict", "limit_reached"]}
 _TAGS = ["sharing"]
 
 
@@ -140,7 +140,8 @@ def openapi_part() -> dict[str, Any]:
                            {201: json_response({"allOf": [ref("WorkflowShareLink"),
                                                           ref("ShareMessage")]}, "Created")},
                            body=link_body, body_required=False, parameters=[_PRESET],
-                           errors={400: ["invalid_preset_name"]}, tags=_TAGS),
+                           errors={400: ["invalid_preset_name"], 409: ["limit_reached"]},
+                           tags=_TAGS),
             },
             "/workflow-shares/{share_id}": {
                 "put": op("Change a share link I own", "user",

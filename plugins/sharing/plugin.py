@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway_kernel import Gateway, GatewayPlugin, Route, Setting, hookimpl
-from gateway_kernel.config import as_str
+from gateway_kernel.config import as_int, as_str
 from gateway_kernel.hookspecs import EngineGuest
 
 from . import engine_shares as es
@@ -31,15 +31,23 @@ class SharingPlugin(GatewayPlugin):
     settings = (
         Setting("FLOWORK_SHARE_BASE_URL", parse_base_url, DEFAULT_SHARE_BASE_URL,
                 "base of share_url in workflow share links"),
+        Setting("FLOWORK_LIMIT_SHARES_PER_ENGINE", as_int(1, 10**9), 100,
+                "users one engine may be shared with (409 limit_reached beyond)"),
+        Setting("FLOWORK_LIMIT_LINKS_PER_WORKFLOW", as_int(1, 10**9), 100,
+                "share links one workflow may have (409 limit_reached beyond)"),
     )
 
     def __init__(self) -> None:
         self.share_base_url = DEFAULT_SHARE_BASE_URL
         self.online_s = 0
+        self.max_shares = 100
+        self.max_links = 100
 
     @hookimpl
     def gateway_configure(self, gateway: Gateway) -> None:
         self.share_base_url = gateway.config["FLOWORK_SHARE_BASE_URL"]
+        self.max_shares = gateway.config["FLOWORK_LIMIT_SHARES_PER_ENGINE"]
+        self.max_links = gateway.config["FLOWORK_LIMIT_LINKS_PER_WORKFLOW"]
         # The engines plugin (required) declares the online window; read it, never redefine it.
         self.online_s = gateway.config["FLOWORK_ENGINE_ONLINE_S"]
 
@@ -55,20 +63,20 @@ class SharingPlugin(GatewayPlugin):
     def gateway_routes(self, gateway: Gateway) -> list[Route]:
         return [
             Route("/engines/{engine_id}/shares",
-                  es.EngineSharesResource(gateway, "share_with_identifier"), "user"),
+                  es.EngineSharesResource(gateway, "share_with_identifier", self.max_shares), "user"),
             Route("/engines/{engine_id}/shares/{shared_user_id}", es.DeleteShareResource(), "user"),
             Route("/user/shared-engines", es.SharedEnginesResource(self.online_s), "user"),
             # Compatibility aliases used by the current Flowork GUI (API.md).
             Route("/user/engines/{engine_id}/shares", es.ListSharesResource(), "user"),
             Route("/user/engines/{engine_id}/share",
-                  es.CreateShareResource(gateway, "user_id"), "user"),
+                  es.CreateShareResource(gateway, "user_id", self.max_shares), "user"),
             Route("/user/engines/{engine_id}/shares/{shared_user_id}",
                   es.DeleteShareResource(), "user"),
             Route("/user/engines/{engine_id}/shares/delete", es.DeleteShareByBodyResource(),
                   "user"),
             # Workflow share links.
             Route("/workflows/{preset_name}/shares",
-                  wl.WorkflowLinksResource(gateway, self.share_base_url), "user"),
+                  wl.WorkflowLinksResource(gateway, self.share_base_url, self.max_links), "user"),
             Route("/workflow-shares/{share_id}", wl.WorkflowLinkResource(), "user"),
             Route("/workflow-shares/resolve/{share_token}", wl.ResolveLinkResource(), "public"),
         ]

@@ -17,7 +17,7 @@ import falcon
 
 from gateway_kernel import Account, utcnow
 from gateway_kernel.db import is_postgres
-from gateway_kernel.errors import GatewayError, bad_request, not_found
+from gateway_kernel.errors import GatewayError, bad_request, limit_reached, not_found
 from gateway_kernel.http import isoformat, parse_uuid, read_json_object, send_json
 
 from .models import WorkflowLink
@@ -140,9 +140,10 @@ def owned_link(share_id: str, owner: Account) -> WorkflowLink:
 class WorkflowLinksResource:
     """GET/POST /workflows/{preset_name}/shares: the caller's links to one of their presets."""
 
-    def __init__(self, gateway: Gateway, base_url: str) -> None:
+    def __init__(self, gateway: Gateway, base_url: str, max_links: int = 100) -> None:
         self.gateway = gateway
         self.base_url = base_url
+        self.max_links = max_links
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, preset_name: str) -> None:
         name = check_preset_name(preset_name)
@@ -169,6 +170,9 @@ class WorkflowLinksResource:
                 .where((WorkflowLink.owner == owner.id) & (WorkflowLink.preset_name == name))
                 .count()
             )
+            if count >= self.max_links:
+                raise limit_reached("links per workflow", self.max_links,
+                                    "FLOWORK_LIMIT_LINKS_PER_WORKFLOW")
             return WorkflowLink.create(
                 owner=owner.id,
                 preset_name=name,
