@@ -68,7 +68,7 @@ class Load:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def worker(self, signer: Signer) -> None:
-        headers = signer.headers(timestamp=int(time.time()) + 30)
+        headers = signer.headers(timestamp=int(time.time()) + 10)
         n = 0
         with httpx.Client(timeout=15) as http:
             while not self.stop.is_set():
@@ -169,7 +169,7 @@ def test_database_crash_under_load_503s_recovers_and_keeps_writes(private_pg, tm
         # Nothing committed was lost: each 201 engine is listed for its owner.
         for signer in load.signers:
             r = httpx.get(gateway.url("/user/engines"),
-                          headers=signer.headers(timestamp=int(time.time()) + 30))
+                          headers=signer.headers(timestamp=int(time.time()) + 10))
             listed = {e["id"] for e in r.json()}
             missing = set(load.created.get(signer.address, [])) - listed
             assert not missing, f"{len(missing)} acknowledged engines lost"
@@ -186,7 +186,7 @@ def test_a_database_that_never_answers_is_503_not_a_hang(private_pg, tmp_path):
     with GatewayProcess.start({"DATABASE_URL": url, "FLOWORK_DB_POOL_SIZE": "2"},
                               log_dir=tmp_path, threads=2) as gateway:
         signer = Signer.new()
-        headers = signer.headers(timestamp=int(time.time()) + 30)
+        headers = signer.headers(timestamp=int(time.time()) + 10)
         private_pg.stop("fast")
         try:
             for _ in range(10):  # more requests than pooled connections: nothing leaks
@@ -214,7 +214,7 @@ def test_idle_connections_killed_by_the_server_cost_no_failed_request(private_pg
     with GatewayProcess.start({"DATABASE_URL": url, "FLOWORK_DB_POOL_SIZE": str(POOL_SIZE)},
                               log_dir=tmp_path, threads=THREADS) as gateway:
         signer = Signer.new()
-        headers = signer.headers(timestamp=int(time.time()) + 30)
+        headers = signer.headers(timestamp=int(time.time()) + 10)
         with httpx.Client(timeout=10) as http:
             barrier = threading.Barrier(THREADS)
 

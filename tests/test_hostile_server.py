@@ -85,7 +85,7 @@ def served(tmp_path_factory) -> Iterator[Served]:
         "FLOWORK_PROXY_CONNECT_TIMEOUT_S": "1",
     }, log_dir=tmp, threads=2) as gateway:
         owner = Signer.new()
-        headers = owner.headers(timestamp=int(time.time()) + 30)
+        headers = owner.headers(timestamp=int(time.time()) + 10)
         r = httpx.post(gateway.url("/user/engines"), json={"name": "stub"}, headers=headers)
         assert r.status_code == 201, r.text
         r = httpx.post(gateway.url("/engine/heartbeat"), json={"url": stub.url},
@@ -247,7 +247,7 @@ def test_clients_that_never_read_a_large_download_do_not_pin_the_threads_forever
         "FLOWORK_ENGINE_NETWORKS": "127.0.0.0/8",
     }, log_dir=tmp_path, threads=2) as gateway:
         owner = Signer.new()
-        headers = owner.headers(timestamp=int(time.time()) + 30)
+        headers = owner.headers(timestamp=int(time.time()) + 10)
         r = httpx.post(gateway.url("/user/engines"), json={"name": "big"}, headers=headers)
         httpx.post(gateway.url("/engine/heartbeat"), json={"url": stub.url},
                    headers={"X-Engine-Token": r.json()["raw_token"]}).raise_for_status()
