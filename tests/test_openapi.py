@@ -62,7 +62,8 @@ def test_disabled_plugin_routes_vanish_from_the_document(make_gateway):
     "conflict", "cannot_share_with_self", "user_not_found", "invalid_identifier",
     "invalid_share_token", "invalid_key", "authorization_pending", "expired_token",
     "invalid_engine_url", "engine_offline", "engine_unreachable", "engine_timeout",
-    "engine_unavailable", "no_public_engine", "not_implemented",
+    "engine_unavailable", "no_public_engine", "not_implemented", "limit_reached",
+    "too_many_requests",
 ])
 def test_every_error_code_of_the_contract_is_documented(client, code):
     text = client.simulate_get(f"{API_PREFIX}/openapi.json").text
