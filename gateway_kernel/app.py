@@ -46,7 +46,7 @@ from .db import (
     release_connection,
 )
 from .errors import GatewayError, handle_unexpected, serialize_error
-from .throttle import AuthThrottle, build_throttle, log_auth_failure
+from .throttle import AuthThrottle, build_throttle, client_address, log_auth_failure
 
 log = logging.getLogger("gateway_kernel")
 
@@ -203,6 +203,9 @@ class Gateway:
         self.auth_throttle: AuthThrottle | None = build_throttle(
             config["FLOWORK_AUTH_FAIL_LIMIT"], config["FLOWORK_AUTH_FAIL_WINDOW_S"],
             config["FLOWORK_REDIS_URL"])
+        # Declared by the proxy plugin (a setting has one owner); without it, no proxy is
+        # trusted and the client is the TCP peer.
+        self.trusted_proxies = tuple(config.get("FLOWORK_TRUSTED_PROXIES") or ())
 
         token = activate(self.db)
         try:
@@ -332,7 +335,7 @@ class Gateway:
         if kind == "public":
             return None
         throttle = self.auth_throttle
-        client = req.remote_addr or "-"
+        client = client_address(req, self.trusted_proxies)
         if throttle is not None:
             throttle.check(client)  # 429 before any credential is looked at
         schemes = self.schemes[kind]

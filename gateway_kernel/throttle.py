@@ -14,11 +14,12 @@ per instance at most).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .errors import GatewayError
@@ -28,6 +29,10 @@ log = logging.getLogger("gateway_kernel.auth")
 #: Addresses one instance keeps counters for; beyond it, expired entries are dropped first,
 #: then the oldest (an attacker with many addresses cannot grow memory without bound).
 MAX_TRACKED = 100_000
+#: X-Forwarded-For entries looked at (from the right) to find the client behind proxies.
+MAX_FORWARDED_HOPS = 16
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def too_many_failures(retry_after: float) -> GatewayError:
@@ -138,6 +143,39 @@ class AuthThrottle:
             self.store.record(client, self.clock())
         except Exception as exc:
             log.warning("auth throttle store unavailable: %s", type(exc).__name__)
+
+
+def client_address(req: Any, trusted: Sequence[IPNetwork]) -> str:
+    """The client's address: the TCP peer, or, when the peer is a trusted proxy (a load
+    balancer), the nearest address in X-Forwarded-For that is not itself a trusted proxy.
+    Without trusted proxies every client behind a balancer would share one throttle."""
+    peer = req.remote_addr or "-"
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    forwarded = req.get_header("X-Forwarded-For")
+    if not forwarded:
+        return peer
+    hops = [hop.strip() for hop in forwarded.split(",")[-MAX_FORWARDED_HOPS:]]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop if _is_ip(hop) else peer
+    return hops[0] if _is_ip(hops[0]) else peer
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(value: str, trusted: Sequence[IPNetwork]) -> bool:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return any(address in network for network in trusted)
 
 
 def log_auth_failure(scheme: str, code: str, client: str, path: str) -> None:

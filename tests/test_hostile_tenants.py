@@ -387,6 +387,27 @@ def test_failed_authentication_is_throttled_per_client_address(make_gateway, sig
     assert heartbeat(bad_token(), attacker).status_code == 401
 
 
+def test_behind_a_trusted_balancer_each_client_is_throttled_on_its_own(make_gateway):
+    gateway = make_gateway(settings={"FLOWORK_AUTH_FAIL_LIMIT": "2",
+                                     "FLOWORK_TRUSTED_PROXIES": "10.0.0.0/24"})
+    client = client_for(gateway)
+    balancer = "10.0.0.5"
+
+    def attempt(forwarded_for: str, peer: str = balancer) -> int:
+        return client.simulate_post(API + "/engine/heartbeat", json={},
+                                    headers={"X-Engine-Token": bad_token(),
+                                             "X-Forwarded-For": forwarded_for},
+                                    remote_addr=peer).status_code
+
+    # The client is the nearest untrusted hop; what it claims further left does not matter.
+    assert [attempt("1.2.3.4"), attempt("9.9.9.9, 1.2.3.4")] == [401, 401]
+    assert attempt("8.8.8.8, 1.2.3.4, 10.0.0.7") == 429
+    assert attempt("5.6.7.8") == 401  # another client behind the same balancer
+    # From an untrusted peer, X-Forwarded-For is ignored: no escaping the throttle with it.
+    assert [attempt("1.1.1.1", "192.0.2.1"), attempt("2.2.2.2", "192.0.2.1")] == [401, 401]
+    assert attempt("3.3.3.3", "192.0.2.1") == 429
+
+
 def test_throttle_settings_are_validated(make_gateway):
     from gateway_kernel import ConfigError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway_kernel import ConfigError, Setting
-from gateway_kernel.config import Config, as_mapping, as_networks, as_seconds
+from gateway_kernel.config import Config, as_int, as_mapping, as_networks, as_seconds
 
 from .urls import Network, parse_static_urls
 
