@@ -202,7 +202,7 @@ class FastSigner:
 def fresh_header_sets(count: int, base: str, extra: dict[str, str]) -> list[dict[str, str]]:
     """``count`` header sets, no two alike (distinct messages), all valid for the next
     ~100 s; their addresses are registered first so the row measures verification only."""
-    per_key = 240  # timestamps now-200 .. now+39: inside the default 300 s / 60 s window
+    per_key = 215  # timestamps now-200 .. now+14: inside the default 300 s / 15 s window
     now = int(time.time())
     sets: list[dict[str, str]] = []
     with httpx.Client(timeout=30) as client:

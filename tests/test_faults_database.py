@@ -118,7 +118,9 @@ def health(gateway: GatewayProcess) -> httpx.Response:
 def test_database_crash_under_load_503s_recovers_and_keeps_writes(private_pg, tmp_path):
     url = private_pg.create_database("faults")
     with GatewayProcess.start({"DATABASE_URL": url, "FLOWORK_DB_POOL_SIZE": str(POOL_SIZE),
-                               "FLOWORK_DB_POOL_TIMEOUT_S": "5"},
+                               "FLOWORK_DB_POOL_TIMEOUT_S": "5",
+                               # each load user creates engines nonstop, far beyond 100
+                               "FLOWORK_LIMIT_ENGINES_PER_USER": "1000000"},
                               log_dir=tmp_path, threads=THREADS) as gateway:
         load = Load(gateway)
         samples: list[int] = []
