@@ -342,6 +342,8 @@ class Gateway:
         for scheme in schemes:
             try:
                 principal = scheme.authenticate(req)
+                if principal is not None and principal.audience is not None and not sink:
+                    raise scheme.exposed(principal)
             except falcon.HTTPError as exc:
                 # A credential was presented and refused: log it, count it for the throttle.
                 if exc.status_code == 401:
@@ -351,8 +353,6 @@ class Gateway:
                         throttle.failed(client)
                 raise
             if principal is not None:
-                if principal.audience is not None and not sink:
-                    raise scheme.exposed(principal)
                 if self._authorize is not None:
                     self._authorize(gateway=self, principal=principal, req=req)
                 req.context.principal = principal
