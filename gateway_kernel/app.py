@@ -69,7 +69,7 @@ KERNEL_SETTINGS = (
             "Redis for state shared between instances (default none)"),
     Setting("FLOWORK_AUTH_FAIL_LIMIT", as_int(0), 300,
             "failed authentications per client address and window before 429 (0: off)"),
-    Setting("FLOWORK_AUTH_FAIL_WINDOW_S", as_int(1, 86400), 300,
+    Setting("FLOWORK_AUTH_FAIL_WINDOW_S", as_seconds(1, 86400), 300.0,
             "window of FLOWORK_AUTH_FAIL_LIMIT, seconds"),
 )
 
