@@ -365,6 +365,11 @@ class Gateway:
             self._admit(gateway=self, req=req, resp=resp, principal=req.context.principal,
                         group=group)
 
+    def client_address(self, req: falcon.Request) -> str:
+        """The client's network address (behind FLOWORK_TRUSTED_PROXIES, the nearest
+        untrusted X-Forwarded-For hop)."""
+        return client_address(req, self.trusted_proxies)
+
     def check_audience(self, principal: Principal, audience: str) -> None:
         """Refuse ``principal`` if its credential is restricted to another audience."""
         if principal.audience is not None and principal.audience != audience:

@@ -113,3 +113,14 @@ def test_redis_outage_admits_requests(make_gateway, signer):
                         FLOWORK_REDIS_URL="redis://127.0.0.1:1/0")
     for _ in range(3):
         assert client.simulate_get(API + "/user/engines", headers=signer.headers()).status_code == 200
+
+
+def test_address_behind_a_trusted_balancer_is_the_forwarded_client(make_gateway):
+    _, client = limited(make_gateway, "*:address=1/minute", FLOWORK_TRUSTED_PROXIES="127.0.0.0/8")
+    balancer = {"remote_addr": "127.0.0.1"}
+    one = {"X-Forwarded-For": "203.0.113.7"}
+    other = {"X-Forwarded-For": "203.0.113.8"}
+    assert client.simulate_get(API + "/system/health", headers=one, **balancer).status_code == 200
+    assert client.simulate_get(API + "/system/health", headers=one, **balancer).status_code == 429
+    # another client behind the same balancer has its own counter
+    assert client.simulate_get(API + "/system/health", headers=other, **balancer).status_code == 200

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import falcon
 import limits
@@ -62,7 +62,7 @@ class Limiter:
         return rules
 
     def admit(self, req: falcon.Request, resp: falcon.Response, principal: Principal | None,
-              group: str) -> None:
+              group: str, client: Callable[[falcon.Request], str]) -> None:
         """Count this request under every rule of its group; 429 when one is exhausted.
 
         The tightest rule's state is reported in the RateLimit-* headers."""
@@ -72,7 +72,7 @@ class Limiter:
         tightest: tuple[int, int, Rule] | None = None  # (remaining, reset_s, rule)
         try:
             for rule in rules:
-                who = principal_key(principal) if rule.key == "principal" else req.remote_addr
+                who = principal_key(principal) if rule.key == "principal" else client(req)
                 if who is None:
                     continue
                 ids = (rule.group, rule.key, who)

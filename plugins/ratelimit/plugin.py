@@ -45,7 +45,7 @@ class RateLimitPlugin(GatewayPlugin):
     def gateway_admit(self, gateway: Gateway, req: falcon.Request, resp: falcon.Response,
                       principal: Principal | None, group: str) -> None:
         if self.limiter is not None:
-            self.limiter.admit(req, resp, principal, group)
+            self.limiter.admit(req, resp, principal, group, gateway.client_address)
 
     @hookimpl
     def gateway_openapi_common_errors(self, gateway: Gateway) -> dict[int, list[str]]:
