@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +67,21 @@ KERNEL_SETTINGS = (
     Setting("FLOWORK_DB_POOL_TIMEOUT_S", as_seconds(0, 600), 10.0, "wait for a pooled connection"),
     Setting("FLOWORK_REDIS_URL", as_str, None,
             "Redis for state shared between instances (default none)"),
+)
+
+#: How the process serves: the kernel's worker pool and the ASGI server's connection policy
+#: (gateway_kernel/serving.py; README "Serving").
+SERVER_SETTINGS = (
+    Setting("FLOWORK_WORKER_THREADS", as_int(1, 1000), 8,
+            "threads running plugin code (database, hooks) per process; serve --threads overrides"),
+    Setting("FLOWORK_SERVER_HEADER_TIMEOUT_S", as_seconds(0.1, 3600), 10.0,
+            "a connection whose request head is not complete after this is closed"),
+    Setting("FLOWORK_SERVER_IDLE_TIMEOUT_S", as_seconds(0.1, 3600), 30.0,
+            "an idle keep-alive connection is closed after this"),
+    Setting("FLOWORK_SERVER_STOP_TIMEOUT_S", as_seconds(0, 3600), 30.0,
+            "on SIGTERM/SIGINT, how long in-flight requests may take to finish"),
+    Setting("FLOWORK_SERVER_MAX_CONNECTIONS", as_int(10, 1_000_000), 2000,
+            "open connections per process; above it idle and header-incomplete ones are closed"),
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -192,6 +209,14 @@ class Gateway:
                            if self.hook.gateway_authorize.get_hookimpls() else None)
         self._admit = self.hook.gateway_admit if self.hook.gateway_admit.get_hookimpls() else None
         self._started = False
+        self._closed = False
+        #: The asyncio loop serving :attr:`asgi` (set before gateway_startup under ASGI).
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: "uvicorn" or "waitress" under ``flowork-gateway serve``; None in tests/embedding.
+        self.server: str | None = None
+        self.worker_threads: int = config["FLOWORK_WORKER_THREADS"]
+        self._pool: ThreadPoolExecutor | None = None
+        self._asgi: Any = None
 
         token = activate(self.db)
         try:
@@ -365,10 +390,11 @@ class Gateway:
 
     def _build_app(self) -> falcon.App:
         self.health = HealthResource(self)
-        middleware: list[object] = [KernelMiddleware(self)]
+        self._kernel_middleware = KernelMiddleware(self)
+        self._plugin_middleware: list[object] = []
         for _plugin, items in self._per_plugin("gateway_middleware", gateway=self):
-            middleware.extend(items)
-        app = falcon.App(middleware=middleware)
+            self._plugin_middleware.extend(items)
+        app = falcon.App(middleware=[self._kernel_middleware, *self._plugin_middleware])
         app.req_options.auto_parse_form_urlencoded = False
         app.set_error_serializer(serialize_error)
         app.add_error_handler(Exception, handle_unexpected)
@@ -416,7 +442,7 @@ class Gateway:
                 f"enabled plugin supplies that auth scheme"
             )
         prefix = (API_PREFIX + sink.prefix).rstrip("/")
-        pattern = re.compile("^" + re.escape(prefix) + r"(?P<path>/.*)?$")
+        pattern = self.sink_pattern(prefix)
         gateway = self
 
         def responder(req: falcon.Request, resp: falcon.Response, path: str | None = None) -> None:
@@ -427,7 +453,63 @@ class Gateway:
         self.sinks.append((plugin, sink))
         app.add_sink(responder, pattern)
 
+    @staticmethod
+    def sink_pattern(prefix: str) -> re.Pattern[str]:
+        return re.compile("^" + re.escape(prefix) + r"(?P<path>/.*)?$")
+
+    # -- ASGI ------------------------------------------------------------------------------
+
+    @property
+    def asgi(self) -> Any:
+        """This gateway as an ASGI 3 application (built once, on first use).
+
+        The native ``falcon.asgi.App`` over the same routes and sinks, wrapped by every
+        ``gateway_asgi_middleware`` hook in plugin load order (the last plugin's outermost).
+        """
+        if self._asgi is None:
+            from .asgi import build_asgi_app
+
+            app = build_asgi_app(self, self._kernel_middleware, self._plugin_middleware)
+            order = {name: i for i, name in enumerate(self.plugins)}
+            caller = self.pm.hook.gateway_asgi_middleware
+            for impl in sorted(caller.get_hookimpls(),
+                               key=lambda i: order.get(i.plugin_name, 1 << 30)):
+                wrapped = impl.function(gateway=self, app=app)
+                if wrapped is not None:
+                    app = wrapped
+            self._asgi = app
+        return self._asgi
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The bounded pool where plugin code runs under ASGI (``FLOWORK_WORKER_THREADS``)."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.worker_threads, thread_name_prefix="flowork-worker")
+        return self._pool
+
+    async def run_sync(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run blocking ``fn`` in the kernel's pool with this gateway's database active there;
+        the thread's pooled connection is given back afterwards. Exceptions propagate."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, self._in_worker, fn, args, kwargs)
+
+    def _in_worker(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        token = activate(self.db)
+        broken = False
+        try:
+            return fn(*args, **kwargs)
+        except DATABASE_DOWN_ERRORS:
+            broken = True
+            raise
+        finally:
+            release_connection(self.db, broken=broken)
+            deactivate(token)
+
     # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._started
 
     def start(self) -> None:
         """Call the startup hooks once (after migrations)."""
@@ -440,6 +522,10 @@ class Gateway:
             self._started = True
 
     def close(self) -> None:
+        """Call the shutdown hooks and close the database and the pool (once)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.hook.gateway_shutdown(gateway=self)
         finally:
@@ -448,6 +534,9 @@ class Gateway:
             close_all = getattr(self.db, "close_all", None)
             if close_all:
                 close_all()
+            pool, self._pool = self._pool, None  # a later run_sync makes a new one
+            if pool is not None:
+                pool.shutdown(wait=False)
 
     def activate(self) -> Any:
         """Route model queries in this context to this gateway's database (returns a token
@@ -590,20 +679,27 @@ class HealthResource:
         self.gateway = gateway
         self.healthy_until = 0.0  # time.monotonic(); reset by KernelMiddleware on DB errors
 
+    def fresh(self) -> bool:
+        return time.monotonic() < self.healthy_until
+
+    def probe(self) -> None:
+        """``SELECT 1``; raises the database's error when it is down."""
+        now = time.monotonic()
+        self.gateway.db.execute_sql("SELECT 1").fetchone()
+        self.healthy_until = now + self.HEALTH_CACHE_S
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
-        now = time.monotonic()
-        if now < self.healthy_until:
+        if self.fresh():
             resp.data = self.HEALTHY
             return
         try:
-            self.gateway.db.execute_sql("SELECT 1").fetchone()
+            self.probe()
         except (*DATABASE_DOWN_ERRORS, peewee.DatabaseError):
             req.context.db_broken = True
             resp.status = falcon.HTTP_503
             resp.data = self.UNHEALTHY
             return
-        self.healthy_until = now + self.HEALTH_CACHE_S
         resp.data = self.HEALTHY
 
     on_head = on_get
@@ -636,7 +732,7 @@ def create_gateway(
     TOML file; plugins named by ``FLOWORK_PLUGINS`` loaded from entry points, plus
     ``extra_plugins`` objects (for tests and embedding)."""
     config = Config(environ, settings)
-    config.declare(KERNEL, KERNEL_SETTINGS)
+    config.declare(KERNEL, KERNEL_SETTINGS + SERVER_SETTINGS)
     names = expand_plugin_names(config["FLOWORK_PLUGINS"])
     extra_names = {p.name for p in extra_plugins}
     plugins = load_plugins([n for n in names if n not in extra_names])

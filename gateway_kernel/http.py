@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import re
 import uuid
@@ -15,15 +16,31 @@ from .errors import GatewayError, bad_request, not_found
 DEFAULT_MAX_BODY = 1024 * 1024
 
 
+def body_stream(req: falcon.Request) -> Any:
+    """A blocking file-like view of the request body on either server (see read_body)."""
+    prefetched = getattr(req.context, "prefetched_body", None)
+    if prefetched is not None:
+        return io.BytesIO(prefetched)
+    return req.bounded_stream
+
+
 def body_too_large(limit: int) -> GatewayError:
     return GatewayError(413, "body_too_large", f"Request body exceeds {limit} bytes")
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The raw body, refusing more than ``limit`` bytes (declared or actually sent)."""
+    """The raw body, refusing more than ``limit`` bytes (declared or actually sent).
+
+    Under the ASGI server the kernel has already read the body (bounded, after
+    authentication) into ``req.context.prefetched_body``; under WSGI it is read here."""
     length = req.content_length
     if length is not None and length > limit:
         raise body_too_large(limit)
+    prefetched = getattr(req.context, "prefetched_body", None)
+    if prefetched is not None:
+        if len(prefetched) > limit:
+            raise body_too_large(limit)
+        return prefetched
     data = req.bounded_stream.read(limit + 1)
     if len(data) > limit:
         raise body_too_large(limit)

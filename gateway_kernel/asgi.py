@@ -1,0 +1,270 @@
+"""The gateway as a native ASGI application (``falcon.asgi.App``) over the same plugins.
+
+Plugin code stays synchronous (peewee). What the kernel can answer without a database runs on
+the event loop (request id, CORS, preflights, a fresh health answer); everything else runs in
+the kernel's bounded thread pool through :meth:`Gateway.run_sync`:
+
+- a request without a body: one hop (authenticate, then the responder);
+- a request with a body: authenticate (hop), refuse a declared length above the route's limit
+  (413, nothing read), read the body on the loop with a bound, then the responder (hop). The
+  body reaches ``gateway_kernel.http.read_body`` through ``req.context.prefetched_body``;
+- a sink with an ``async_handler``: authenticate (hop), then the handler on the loop, which
+  streams the body itself.
+
+Errors go through the same handlers and serializer as under WSGI, so answers are identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import falcon
+import falcon.asgi
+import peewee
+
+from .db import DATABASE_DOWN_ERRORS
+from .errors import handle_unexpected, serialize_error
+from .http import body_too_large
+
+if TYPE_CHECKING:
+    from .api import Route, Sink
+    from .app import Gateway
+
+log = logging.getLogger("gateway_kernel.asgi")
+
+_NO_BODY = (None, 0)
+
+
+def _has_body(req: falcon.asgi.Request) -> bool:
+    if req.content_length not in _NO_BODY:
+        return True
+    encoding = req.get_header("Transfer-Encoding")
+    return bool(encoding) and "chunked" in encoding.lower()
+
+
+async def prefetch_body(req: falcon.asgi.Request, limit: int) -> None:
+    """Read the whole body (at most ``limit`` bytes, else 413) into ``req.context``."""
+    length = req.content_length
+    if length is not None and length > limit:
+        raise body_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in req.stream:
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(limit)
+        chunks.append(chunk)
+    req.context.prefetched_body = b"".join(chunks)
+
+
+class PooledStream:
+    """A synchronous response iterable (a sync handler's ``resp.stream``) iterated in the
+    pool, one chunk per hop, and closed there (Falcon awaits ``close()`` at the end, also
+    when the client went away)."""
+
+    __slots__ = ("_gateway", "_iterator", "_source")
+
+    def __init__(self, gateway: Gateway, source: Any) -> None:
+        self._gateway = gateway
+        self._source = source
+        self._iterator = iter(source)
+
+    def __aiter__(self) -> PooledStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._gateway.run_sync(next, self._iterator, None)
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    async def close(self) -> None:
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            await self._gateway.run_sync(close)
+
+
+def _adapt_stream(gateway: Gateway, resp: falcon.asgi.Response) -> None:
+    stream = resp.stream
+    if stream is None or hasattr(stream, "__aiter__") or hasattr(stream, "read"):
+        return
+    if isinstance(stream, (list, tuple)) and not stream:
+        resp.stream = None
+        return
+    resp.stream = PooledStream(gateway, stream)
+
+
+def _route_responder(gateway: Gateway, responder: Callable[..., None], kind: str) -> Callable:
+    authenticate = gateway.authenticate
+    max_body = gateway.max_body
+
+    def call(req: Any, resp: Any, params: dict[str, Any]) -> None:
+        authenticate(req, kind)
+        responder(req, resp, **params)
+
+    async def on_request(req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: Any) -> None:
+        if _has_body(req):
+            await gateway.run_sync(authenticate, req, kind)
+            await prefetch_body(req, max_body)
+            await gateway.run_sync(responder, req, resp, **params)
+        else:
+            req.context.prefetched_body = b""
+            await gateway.run_sync(call, req, resp, params)
+        _adapt_stream(gateway, resp)
+
+    return on_request
+
+
+class _AsyncResource:
+    """One route's resource under ASGI: each ``on_<method>`` runs auth + responder in the pool."""
+
+    def __init__(self, gateway: Gateway, route: Route) -> None:
+        for method in falcon.COMBINED_METHODS:
+            name = f"on_{method.lower()}"
+            responder = getattr(route.resource, name, None)
+            if responder is not None and method != "OPTIONS":
+                setattr(self, name, _route_responder(gateway, responder, route.auth_for(method)))
+
+
+class _AsyncHealth:
+    """GET/HEAD /system/health: a fresh cached answer on the loop; the pool only for SELECT 1."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.health = gateway.health
+
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        health = self.health
+        resp.content_type = falcon.MEDIA_JSON
+        if health.fresh():
+            resp.data = health.HEALTHY
+            return
+        try:
+            await self.gateway.run_sync(health.probe)
+        except (*DATABASE_DOWN_ERRORS, peewee.DatabaseError):
+            health.healthy_until = 0.0
+            resp.status = falcon.HTTP_503
+            resp.data = health.UNHEALTHY
+            return
+        resp.data = health.HEALTHY
+
+    on_head = on_get
+
+
+def _sink_responder(gateway: Gateway, sink: Sink) -> Callable:
+    authenticate = gateway.authenticate
+    handler = sink.handler
+    async_handler = sink.async_handler
+    base = sink.prefix.rstrip("/")
+
+    def call(req: Any, resp: Any, path: str) -> None:
+        authenticate(req, sink.auth)
+        handler(req, resp, path)
+
+    async def on_request(req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                         path: str | None = None) -> None:
+        full = (base + (path or "")) or "/"
+        limit = gateway.request_body_limit
+        if async_handler is not None:
+            await gateway.run_sync(authenticate, req, sink.auth)
+            length = req.content_length
+            if length is not None and length > limit:
+                raise body_too_large(limit)
+            await async_handler(req, resp, full)
+            return
+        if _has_body(req):
+            await gateway.run_sync(authenticate, req, sink.auth)
+            await prefetch_body(req, limit)
+            await gateway.run_sync(handler, req, resp, full)
+        else:
+            req.context.prefetched_body = b""
+            await gateway.run_sync(call, req, resp, full)
+        _adapt_stream(gateway, resp)
+
+    return on_request
+
+
+class _KernelMiddleware:
+    """Request id, CORS and preflights on the loop (no thread); lifespan for the gateway."""
+
+    def __init__(self, gateway: Gateway, sync_middleware: Any) -> None:
+        self.gateway = gateway
+        self._process_request = sync_middleware.process_request
+        self._started_here = False
+
+    async def process_startup(self, scope: dict, event: dict) -> None:
+        gateway = self.gateway
+        gateway.loop = asyncio.get_running_loop()
+        if not gateway.started:
+            self._started_here = True
+            await gateway.run_sync(gateway.start)
+
+    async def process_shutdown(self, scope: dict, event: dict) -> None:
+        # Only a gateway this lifespan started is closed by it (tests start their own, and
+        # falcon.testing runs a lifespan around every simulated request).
+        if self._started_here:
+            await self.gateway.run_sync(self.gateway.close)
+
+    async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        self._process_request(req, resp)
+
+    async def process_response(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
+                               resource: object, req_succeeded: bool) -> None:
+        if getattr(req.context, "db_broken", False):
+            self.gateway.health.healthy_until = 0.0
+
+
+_MIDDLEWARE_METHODS = ("process_request", "process_resource", "process_response")
+
+
+def _pooled_middleware(gateway: Gateway, component: object) -> object:
+    """A plugin's synchronous Falcon middleware, each method run in the pool."""
+    methods: dict[str, Any] = {}
+    for name in _MIDDLEWARE_METHODS:
+        method = getattr(component, name, None)
+        if method is None:
+            continue
+
+        def bind(method: Callable[..., None] = method) -> Callable:
+            async def run(self: object, *args: Any) -> None:
+                await gateway.run_sync(method, *args)
+            return run
+
+        methods[name] = bind()
+    return type(f"Pooled{type(component).__name__}", (), methods)()
+
+
+async def _database_down(req: Any, resp: Any, ex: Exception, params: Any, ws: Any = None) -> None:
+    from .app import _database_down as handle
+
+    handle(req, resp, ex, params)
+
+
+async def _unexpected(req: Any, resp: Any, ex: Exception, params: Any, ws: Any = None) -> None:
+    handle_unexpected(req, resp, ex, params)
+
+
+def build_asgi_app(gateway: Gateway, sync_middleware: Any,
+                   plugin_middleware: list[object]) -> falcon.asgi.App:
+    """The native Falcon ASGI app serving ``gateway``'s routes and sinks."""
+    middleware: list[object] = [_KernelMiddleware(gateway, sync_middleware)]
+    middleware += [_pooled_middleware(gateway, m) for m in plugin_middleware]
+    app = falcon.asgi.App(middleware=middleware)
+    app.req_options.auto_parse_form_urlencoded = False
+    app.set_error_serializer(serialize_error)
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(DATABASE_DOWN_ERRORS, _database_down)
+    from .app import API_PREFIX
+
+    for _plugin, route in gateway.routes:
+        resource = (_AsyncHealth(gateway) if route.resource is gateway.health
+                    else _AsyncResource(gateway, route))
+        app.add_route(API_PREFIX + route.path, resource)
+    for _plugin, sink in gateway.sinks:
+        prefix = (API_PREFIX + sink.prefix).rstrip("/")
+        app.add_sink(_sink_responder(gateway, sink), gateway.sink_pattern(prefix))
+    return app
+
