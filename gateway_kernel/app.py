@@ -52,8 +52,6 @@ log = logging.getLogger("gateway_kernel")
 
 ENTRY_POINT_GROUP = "flowork_gateway.plugins"
 API_PREFIX = "/api/v1"
-#: The server's default outer bound for request bodies (see Gateway.allow_request_body).
-DEFAULT_REQUEST_BODY_LIMIT = 1024**3
 KERNEL = "kernel"
 
 KERNEL_SETTINGS = (
@@ -190,10 +188,10 @@ class Gateway:
         for plugin in self.plugins.values():
             config.declare(plugin.name, plugin.settings)
         self.max_body = config["FLOWORK_MAX_BODY_BYTES"]
-        #: The largest request body the server accepts at all (waitress receives a whole body,
-        #: spooled to a temporary file, before any route sees it). Plugins that take bigger
-        #: bodies than JSON routes (the proxy's uploads) raise it with allow_request_body().
-        self.request_body_limit = max(self.max_body, DEFAULT_REQUEST_BODY_LIMIT)
+        #: The largest request body the server accepts at all: the JSON limit, unless a plugin
+        #: that takes bigger bodies (the proxy's uploads) raised it with allow_request_body().
+        #: Waitress receives a whole body, spooled to a temporary file, before any code runs.
+        self.request_body_limit = self.max_body
         url = config["DATABASE_URL"] or default_database_url()
         self.database_url = url
         try:
@@ -216,6 +214,7 @@ class Gateway:
         self.server: str | None = None
         self.worker_threads: int = config["FLOWORK_WORKER_THREADS"]
         self._pool: ThreadPoolExecutor | None = None
+        self._health_pool: ThreadPoolExecutor | None = None
         self._asgi: Any = None
 
         token = activate(self.db)
@@ -493,6 +492,14 @@ class Gateway:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, self._in_worker, fn, args, kwargs)
 
+    async def probe_database(self) -> None:
+        """The health check's ``SELECT 1``, on a thread of its own: health reports whether
+        this process and its database answer, also while every worker thread is busy."""
+        if self._health_pool is None:
+            self._health_pool = ThreadPoolExecutor(1, thread_name_prefix="flowork-health")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._health_pool, self._in_worker, self.health.probe, (), {})
+
     def _in_worker(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
         token = activate(self.db)
         broken = False
@@ -534,9 +541,11 @@ class Gateway:
             close_all = getattr(self.db, "close_all", None)
             if close_all:
                 close_all()
-            pool, self._pool = self._pool, None  # a later run_sync makes a new one
-            if pool is not None:
-                pool.shutdown(wait=False)
+            for pool in (self._pool, self._health_pool):
+                if pool is not None:
+                    pool.shutdown(wait=False)
+            self._pool = self._health_pool = None  # a later run_sync makes new ones
+            log.info("gateway closed (shutdown hooks done)")
 
     def activate(self) -> Any:
         """Route model queries in this context to this gateway's database (returns a token

@@ -60,6 +60,57 @@ async def prefetch_body(req: falcon.asgi.Request, limit: int) -> None:
     req.context.prefetched_body = b"".join(chunks)
 
 
+def _close_if_unread(req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+    """A request answered before its body was read (401, 413) closes its connection, so the
+    client's unread body is never received."""
+    if not req.stream.eof:
+        resp.set_header("Connection", "close")
+
+
+_EMPTY_BODY_PENDING = {"type": "http.request", "body": b"", "more_body": True}
+
+
+class BodyDeferred:
+    """Falcon's ASGI app awaits the first ``http.request`` event before routing; for a
+    request with a body the server delivers it only once body bytes arrive. This hands Falcon
+    an empty first event instead, so the caller is authenticated (and a declared length
+    refused) before any of the body is waited for or read."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and _declares_body(scope):
+            first = True
+
+            async def deferred_receive() -> dict:
+                nonlocal first
+                if first:
+                    first = False
+                    return dict(_EMPTY_BODY_PENDING)
+                return await receive()
+
+            await self.app(scope, deferred_receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _declares_body(scope: dict) -> bool:
+    headers = scope["headers"]
+    if not isinstance(headers, list) or (headers and not isinstance(headers[0], (tuple, list))):
+        # ASGI allows any iterables (falcon.testing hands out one-shot iterators): read them
+        # once, into the list the app will see too.
+        headers = scope["headers"] = [tuple(item) for item in headers]
+    for name, value in headers:
+        if name == b"content-length":
+            return value.strip() not in (b"0", b"")
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
 class PooledStream:
     """A synchronous response iterable (a sync handler's ``resp.stream``) iterated in the
     pool, one chunk per hop, and closed there (Falcon awaits ``close()`` at the end, also
@@ -107,8 +158,11 @@ def _route_responder(gateway: Gateway, responder: Callable[..., None], kind: str
 
     async def on_request(req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: Any) -> None:
         if _has_body(req):
-            await gateway.run_sync(authenticate, req, kind)
-            await prefetch_body(req, max_body)
+            try:
+                await gateway.run_sync(authenticate, req, kind)
+                await prefetch_body(req, max_body)
+            finally:
+                _close_if_unread(req, resp)
             await gateway.run_sync(responder, req, resp, **params)
         else:
             req.context.prefetched_body = b""
@@ -143,7 +197,7 @@ class _AsyncHealth:
             resp.data = health.HEALTHY
             return
         try:
-            await self.gateway.run_sync(health.probe)
+            await self.gateway.probe_database()
         except (*DATABASE_DOWN_ERRORS, peewee.DatabaseError):
             health.healthy_until = 0.0
             resp.status = falcon.HTTP_503
@@ -169,15 +223,22 @@ def _sink_responder(gateway: Gateway, sink: Sink) -> Callable:
         full = (base + (path or "")) or "/"
         limit = gateway.request_body_limit
         if async_handler is not None:
-            await gateway.run_sync(authenticate, req, sink.auth)
-            length = req.content_length
-            if length is not None and length > limit:
-                raise body_too_large(limit)
-            await async_handler(req, resp, full)
+            try:
+                await gateway.run_sync(authenticate, req, sink.auth)
+                length = req.content_length
+                if length is not None and length > limit:
+                    raise body_too_large(limit)
+                await async_handler(req, resp, full)
+            finally:
+                if _has_body(req):
+                    _close_if_unread(req, resp)
             return
         if _has_body(req):
-            await gateway.run_sync(authenticate, req, sink.auth)
-            await prefetch_body(req, limit)
+            try:
+                await gateway.run_sync(authenticate, req, sink.auth)
+                await prefetch_body(req, limit)
+            finally:
+                _close_if_unread(req, resp)
             await gateway.run_sync(handler, req, resp, full)
         else:
             req.context.prefetched_body = b""
@@ -248,7 +309,7 @@ async def _unexpected(req: Any, resp: Any, ex: Exception, params: Any, ws: Any =
 
 
 def build_asgi_app(gateway: Gateway, sync_middleware: Any,
-                   plugin_middleware: list[object]) -> falcon.asgi.App:
+                   plugin_middleware: list[object]) -> Any:
     """The native Falcon ASGI app serving ``gateway``'s routes and sinks."""
     middleware: list[object] = [_KernelMiddleware(gateway, sync_middleware)]
     middleware += [_pooled_middleware(gateway, m) for m in plugin_middleware]
@@ -266,5 +327,5 @@ def build_asgi_app(gateway: Gateway, sync_middleware: Any,
     for _plugin, sink in gateway.sinks:
         prefix = (API_PREFIX + sink.prefix).rstrip("/")
         app.add_sink(_sink_responder(gateway, sink), gateway.sink_pattern(prefix))
-    return app
+    return BodyDeferred(app)
 
