@@ -85,15 +85,17 @@ class ConnectionRegistry:
         self.evicted = 0
 
     def add(self, protocol: Any) -> None:
+        if len(self.connections) >= self.limit:
+            self._make_room(len(self.connections) - self.limit + 1)
+        # Added after making room: a new connection is never its own victim. When every
+        # other connection has a request in progress it is admitted above the bound
+        # (memory, not a lock-out).
         self.connections[protocol] = None
-        if len(self.connections) > self.limit:
-            self._make_room()
 
     def discard(self, protocol: Any) -> None:
         self.connections.pop(protocol, None)
 
-    def _make_room(self) -> None:
-        excess = len(self.connections) - self.limit
+    def _make_room(self, excess: int) -> None:
         victims = []
         for protocol in self.connections:  # oldest first
             if protocol.evictable():
