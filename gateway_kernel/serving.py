@@ -47,10 +47,12 @@ _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header 
 
 @dataclass(frozen=True)
 class ServerPolicy:
-    header_timeout_s: float
-    idle_timeout_s: float
-    stop_timeout_s: float
-    max_connections: int
+    """The connection policy; defaults are the settings' defaults."""
+
+    header_timeout_s: float = 10.0
+    idle_timeout_s: float = 30.0
+    stop_timeout_s: float = 30.0
+    max_connections: int = 2000
     max_head_bytes: int = MAX_HEAD_BYTES
 
     @classmethod
@@ -218,13 +220,13 @@ def _server_class() -> type:
     return GatewayServer
 
 
-def uvicorn_config(gateway: Gateway, host: str, port: int) -> Any:
+def uvicorn_config(app: Any, host: str, port: int, policy: ServerPolicy) -> Any:
+    """uvicorn's configuration for serving ``app`` (also bench/ceiling.py's ASGI baseline)."""
     import uvicorn
 
-    policy = ServerPolicy.of(gateway)
     registry = ConnectionRegistry(policy.max_connections)
     config = uvicorn.Config(
-        gateway.asgi,
+        app,
         host=host,
         port=port,
         http=protocol_class(policy, registry),
@@ -245,11 +247,16 @@ def uvicorn_config(gateway: Gateway, host: str, port: int) -> Any:
     return config
 
 
+def run_uvicorn(app: Any, host: str, port: int, policy: ServerPolicy) -> bool:
+    """Serve ``app`` until a stop signal; True if it started (and stopped gracefully)."""
+    server = _server_class()(uvicorn_config(app, host, port, policy))
+    server.run()
+    return bool(server.started)
+
+
 def serve_asgi(gateway: Gateway, host: str, port: int) -> int:
     """Serve ``gateway`` on uvicorn until a stop signal; 0 after a graceful stop."""
     gateway.server = "uvicorn"
-    server = _server_class()(uvicorn_config(gateway, host, port))
     log.info("serving on http://%s:%s (uvicorn, worker threads=%s)", host, port,
              gateway.worker_threads)
-    server.run()
-    return 0 if server.started else 1
+    return 0 if run_uvicorn(gateway.asgi, host, port, ServerPolicy.of(gateway)) else 1
