@@ -10,7 +10,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +46,7 @@ from .db import (
     release_connection,
 )
 from .errors import GatewayError, handle_unexpected, serialize_error
+from .workers import WorkerPool
 
 log = logging.getLogger("gateway_kernel")
 
@@ -213,8 +213,8 @@ class Gateway:
         #: "uvicorn" or "waitress" under ``flowork-gateway serve``; None in tests/embedding.
         self.server: str | None = None
         self.worker_threads: int = config["FLOWORK_WORKER_THREADS"]
-        self._pool: ThreadPoolExecutor | None = None
-        self._health_pool: ThreadPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
+        self._health_pool: WorkerPool | None = None
         self._asgi: Any = None
 
         token = activate(self.db)
@@ -480,37 +480,23 @@ class Gateway:
         return self._asgi
 
     @property
-    def pool(self) -> ThreadPoolExecutor:
+    def pool(self) -> WorkerPool:
         """The bounded pool where plugin code runs under ASGI (``FLOWORK_WORKER_THREADS``)."""
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.worker_threads, thread_name_prefix="flowork-worker")
+            self._pool = WorkerPool(self.worker_threads, "flowork-worker", self.db)
         return self._pool
 
     async def run_sync(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Run blocking ``fn`` in the kernel's pool with this gateway's database active there;
         the thread's pooled connection is given back afterwards. Exceptions propagate."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.pool, self._in_worker, fn, args, kwargs)
+        return await self.pool.run(fn, args, kwargs)
 
     async def probe_database(self) -> None:
         """The health check's ``SELECT 1``, on a thread of its own: health reports whether
         this process and its database answer, also while every worker thread is busy."""
         if self._health_pool is None:
-            self._health_pool = ThreadPoolExecutor(1, thread_name_prefix="flowork-health")
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._health_pool, self._in_worker, self.health.probe, (), {})
-
-    def _in_worker(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
-        token = activate(self.db)
-        broken = False
-        try:
-            return fn(*args, **kwargs)
-        except DATABASE_DOWN_ERRORS:
-            broken = True
-            raise
-        finally:
-            release_connection(self.db, broken=broken)
-            deactivate(token)
+            self._health_pool = WorkerPool(1, "flowork-health", self.db)
+        await self._health_pool.run(self.health.probe, (), {})
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -543,7 +529,7 @@ class Gateway:
                 close_all()
             for pool in (self._pool, self._health_pool):
                 if pool is not None:
-                    pool.shutdown(wait=False)
+                    pool.shutdown()
             self._pool = self._health_pool = None  # a later run_sync makes new ones
             log.info("gateway closed (shutdown hooks done)")
 
