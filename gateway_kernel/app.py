@@ -75,7 +75,7 @@ SERVER_SETTINGS = (
     Setting("FLOWORK_SERVER_HEADER_TIMEOUT_S", as_seconds(0.1, 3600), 10.0,
             "a connection whose request head is not complete after this is closed"),
     Setting("FLOWORK_SERVER_IDLE_TIMEOUT_S", as_seconds(0.1, 3600), 30.0,
-            "an idle keep-alive connection is closed after this"),
+            "an idle keep-alive connection is closed, a request body silent this long is a 408"),
     Setting("FLOWORK_SERVER_STOP_TIMEOUT_S", as_seconds(0, 3600), 30.0,
             "on SIGTERM/SIGINT, how long in-flight requests may take to finish"),
     Setting("FLOWORK_SERVER_MAX_CONNECTIONS", as_int(10, 1_000_000), 2000,

@@ -17,6 +17,7 @@ Errors go through the same handlers and serializer as under WSGI, so answers are
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ import falcon.asgi
 import peewee
 
 from .db import DATABASE_DOWN_ERRORS
-from .errors import handle_unexpected, serialize_error
+from .errors import GatewayError, handle_unexpected, serialize_error
 from .http import body_too_large
 
 if TYPE_CHECKING:
@@ -45,19 +46,32 @@ def _has_body(req: falcon.asgi.Request) -> bool:
     return bool(encoding) and "chunked" in encoding.lower()
 
 
-async def prefetch_body(req: falcon.asgi.Request, limit: int) -> None:
-    """Read the whole body (at most ``limit`` bytes, else 413) into ``req.context``."""
+async def prefetch_body(req: falcon.asgi.Request, limit: int, silence_s: float) -> None:
+    """Read the whole body (at most ``limit`` bytes, else 413) into ``req.context``; a client
+    silent for ``silence_s`` while sending it gets a 408 (it holds no thread meanwhile, but
+    it should not hold its connection forever either)."""
     length = req.content_length
     if length is not None and length > limit:
         raise body_too_large(limit)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in req.stream:
+    stream = req.stream
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.read(min(limit + 1 - size, _READ_SIZE)), silence_s)
+        except TimeoutError:
+            raise GatewayError(408, "request_timeout", "The request body did not arrive in time",
+                               {"Connection": "close"}) from None
+        if not chunk:
+            break
         size += len(chunk)
         if size > limit:
             raise body_too_large(limit)
         chunks.append(chunk)
     req.context.prefetched_body = b"".join(chunks)
+
+
+_READ_SIZE = 64 * 1024
 
 
 def _close_if_unread(req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
@@ -140,17 +154,38 @@ class PooledStream:
 
 def _adapt_stream(gateway: Gateway, resp: falcon.asgi.Response) -> None:
     stream = resp.stream
-    if stream is None or hasattr(stream, "__aiter__") or hasattr(stream, "read"):
+    if stream is None or hasattr(stream, "__aiter__"):
         return
-    if isinstance(stream, (list, tuple)) and not stream:
+    read = getattr(stream, "read", None)
+    if read is not None:
+        if inspect.iscoroutinefunction(read):
+            return
+        stream = _FileChunks(stream)  # a blocking file-like object: read it in the pool
+    elif isinstance(stream, (list, tuple)) and not stream:
         resp.stream = None
         return
     resp.stream = PooledStream(gateway, stream)
 
 
+class _FileChunks:
+    """Iterate a blocking file-like object in chunks; ``close()`` closes it."""
+
+    def __init__(self, file: Any) -> None:
+        self.file = file
+
+    def __iter__(self) -> Any:
+        return iter(lambda: self.file.read(_READ_SIZE), b"")
+
+    def close(self) -> None:
+        close = getattr(self.file, "close", None)
+        if close is not None:
+            close()
+
+
 def _route_responder(gateway: Gateway, responder: Callable[..., None], kind: str) -> Callable:
     authenticate = gateway.authenticate
     max_body = gateway.max_body
+    silence_s = gateway.config["FLOWORK_SERVER_IDLE_TIMEOUT_S"]
 
     def call(req: Any, resp: Any, params: dict[str, Any]) -> None:
         authenticate(req, kind)
@@ -160,7 +195,7 @@ def _route_responder(gateway: Gateway, responder: Callable[..., None], kind: str
         if _has_body(req):
             try:
                 await gateway.run_sync(authenticate, req, kind)
-                await prefetch_body(req, max_body)
+                await prefetch_body(req, max_body, silence_s)
             finally:
                 _close_if_unread(req, resp)
             await gateway.run_sync(responder, req, resp, **params)
@@ -213,6 +248,7 @@ def _sink_responder(gateway: Gateway, sink: Sink) -> Callable:
     handler = sink.handler
     async_handler = sink.async_handler
     base = sink.prefix.rstrip("/")
+    silence_s = gateway.config["FLOWORK_SERVER_IDLE_TIMEOUT_S"]
 
     def call(req: Any, resp: Any, path: str) -> None:
         authenticate(req, sink.auth)
@@ -236,7 +272,7 @@ def _sink_responder(gateway: Gateway, sink: Sink) -> Callable:
         if _has_body(req):
             try:
                 await gateway.run_sync(authenticate, req, sink.auth)
-                await prefetch_body(req, limit)
+                await prefetch_body(req, limit, silence_s)
             finally:
                 _close_if_unread(req, resp)
             await gateway.run_sync(handler, req, resp, full)
@@ -265,9 +301,14 @@ class _KernelMiddleware:
 
     async def process_shutdown(self, scope: dict, event: dict) -> None:
         # Only a gateway this lifespan started is closed by it (tests start their own, and
-        # falcon.testing runs a lifespan around every simulated request).
+        # falcon.testing runs a lifespan around every simulated request). Not in the worker
+        # pool: after the stop deadline its threads may still be stuck in plugin calls.
         if self._started_here:
-            await self.gateway.run_sync(self.gateway.close)
+            await asyncio.get_running_loop().run_in_executor(None, self._close)
+
+    def _close(self) -> None:
+        with self.gateway.using_db():
+            self.gateway.close()
 
     async def process_request(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         self._process_request(req, resp)

@@ -4,6 +4,7 @@ pool, bodies read only after authentication, the ASGI middleware hook and async 
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 
 import falcon
@@ -82,8 +83,12 @@ class AsgiPlugin(GatewayPlugin):
             resp.content_type = "text/plain"
             resp.stream = chunks()
 
-        return [Sink("/stream", sync_handler, "user"), Sink("/live", sync_handler, "user",
-                                                             async_handler=async_handler)]
+        def file_handler(req, resp, path):
+            resp.content_type = "application/octet-stream"
+            resp.stream = io.BytesIO(b"f" * 200_000)  # a blocking file-like object
+
+        return [Sink("/stream", sync_handler, "user"), Sink("/file", file_handler, "user"),
+                Sink("/live", sync_handler, "user", async_handler=async_handler)]
 
     @hookimpl
     def gateway_asgi_middleware(self, gateway, app):
@@ -165,6 +170,8 @@ def test_sync_sink_streams_from_the_pool_and_async_sink_runs_on_the_loop(probe_g
     assert plugin.sink_bodies == [b"z" * 5000]
     r = client.simulate_post("/api/v1/live/x", body=b"z")
     assert r.status_code == 401 and plugin.sink_bodies == [b"z" * 5000]
+    r = client.simulate_get("/api/v1/file", headers=GOOD)
+    assert r.status_code == 200 and r.content == b"f" * 200_000
 
 
 def test_asgi_middleware_wraps_in_load_order_and_serves_websocket(make_gateway):

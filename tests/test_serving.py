@@ -197,6 +197,17 @@ def test_a_declared_length_above_the_limit_is_413_before_reading(served):
     assert spool_files(served) == []
 
 
+def test_a_request_body_that_stops_arriving_is_a_408(served):
+    with socket.create_connection(("127.0.0.1", served.gateway.port), timeout=5) as sock:
+        head = "".join(f"{k}: {v}\r\n" for k, v in served.headers.items())
+        sock.sendall(f"POST {API}/user/engines HTTP/1.1\r\nHost: x\r\n{head}"
+                     "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"na".encode())
+        start = time.monotonic()
+        answer = recv_all(sock, 15)
+    assert answer.startswith(b"HTTP/1.1 408") and b'"request_timeout"' in answer, answer[:200]
+    assert 1.0 < time.monotonic() - start < 12.0
+
+
 def test_health_stays_fast_under_200_hanging_proxied_requests(served):
     """200 requests to an engine that never answers: health is answered on the event loop
     (its database probe has a thread of its own), so it stays fast."""
