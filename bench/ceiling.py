@@ -99,9 +99,9 @@ def create_asgi_app() -> falcon.asgi.App:
 
 
 def serve_asgi(host: str, port: int) -> None:
-    from gateway_kernel.serving import ServerPolicy, run_uvicorn
+    from gateway_kernel.serving import ServerPolicy, listen, run_uvicorn
 
-    run_uvicorn(create_asgi_app(), host, port, ServerPolicy())
+    run_uvicorn(create_asgi_app(), listen(host, port), ServerPolicy())
 
 
 def serve(host: str, port: int, threads: int, max_body: int | None = None) -> None:

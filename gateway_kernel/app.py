@@ -205,7 +205,7 @@ class Gateway:
         # The veto hook runs on every authenticated request: skip pluggy when nobody vetoes.
         self._authorize = (self.hook.gateway_authorize
                            if self.hook.gateway_authorize.get_hookimpls() else None)
-        self._admit = self.hook.gateway_admit if self.hook.gateway_admit.get_hookimpls() else None
+        self._admit: Any = None  # set after gateway_configure (see _admission)
         self._started = False
         self._closed = False
         #: The asyncio loop serving :attr:`asgi` (set before gateway_startup under ASGI).
@@ -220,6 +220,7 @@ class Gateway:
         token = activate(self.db)
         try:
             self.hook.gateway_configure(gateway=self)
+            self._admit = self._admission()
             self.schemes = self._collect_schemes()
             self._shapes: dict[str, str] = {}
             self.routes: list[tuple[str, Route]] = []
@@ -353,6 +354,15 @@ class Gateway:
                 req.context.principal = principal
                 return principal
         raise schemes[0].missing()
+
+    def _admission(self) -> Any:
+        """The gateway_admit caller, without plugins that said (in gateway_configure, with
+        ``admits_nothing = True``) that they admit everything under their settings; None when
+        nobody is left, so requests skip the hook (and health stays on the event loop)."""
+        idle = [p for p in self.plugins.values() if getattr(p, "admits_nothing", False)]
+        caller = (self.pm.subset_hook_caller("gateway_admit", remove_plugins=idle) if idle
+                  else self.hook.gateway_admit)
+        return caller if caller.get_hookimpls() else None
 
     def admit(self, req: falcon.Request, resp: falcon.Response, group: str) -> None:
         """Let ``gateway_admit`` hooks refuse or annotate an authenticated request."""
@@ -531,7 +541,8 @@ class Gateway:
                 if pool is not None:
                     pool.shutdown()
             self._pool = self._health_pool = None  # a later run_sync makes new ones
-            log.info("gateway closed (shutdown hooks done)")
+            if self.server is not None:  # a served gateway says it stopped cleanly
+                log.info("gateway closed (shutdown hooks done)")
 
     def activate(self) -> Any:
         """Route model queries in this context to this gateway's database (returns a token

@@ -182,19 +182,23 @@ class _FileChunks:
             close()
 
 
-def _route_responder(gateway: Gateway, responder: Callable[..., None], kind: str) -> Callable:
-    authenticate = gateway.authenticate
+def _route_responder(gateway: Gateway, responder: Callable[..., None], kind: str,
+                     owner: str) -> Callable:
     max_body = gateway.max_body
     silence_s = gateway.config["FLOWORK_SERVER_IDLE_TIMEOUT_S"]
 
+    def authenticate(req: Any, resp: Any) -> None:
+        gateway.authenticate(req, kind)
+        gateway.admit(req, resp, owner)
+
     def call(req: Any, resp: Any, params: dict[str, Any]) -> None:
-        authenticate(req, kind)
+        authenticate(req, resp)
         responder(req, resp, **params)
 
     async def on_request(req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: Any) -> None:
         if _has_body(req):
             try:
-                await gateway.run_sync(authenticate, req, kind)
+                await gateway.run_sync(authenticate, req, resp)
                 await prefetch_body(req, max_body, silence_s)
             finally:
                 _close_if_unread(req, resp)
@@ -210,12 +214,13 @@ def _route_responder(gateway: Gateway, responder: Callable[..., None], kind: str
 class _AsyncResource:
     """One route's resource under ASGI: each ``on_<method>`` runs auth + responder in the pool."""
 
-    def __init__(self, gateway: Gateway, route: Route) -> None:
+    def __init__(self, gateway: Gateway, route: Route, owner: str) -> None:
         for method in falcon.COMBINED_METHODS:
             name = f"on_{method.lower()}"
             responder = getattr(route.resource, name, None)
             if responder is not None and method != "OPTIONS":
-                setattr(self, name, _route_responder(gateway, responder, route.auth_for(method)))
+                setattr(self, name, _route_responder(gateway, responder, route.auth_for(method),
+                                                     owner))
 
 
 class _AsyncHealth:
@@ -227,6 +232,8 @@ class _AsyncHealth:
 
     async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
         health = self.health
+        if self.gateway._admit is not None:  # e.g. rate limits: they may refuse health too
+            await self.gateway.run_sync(self.gateway.admit, req, resp, "kernel")
         resp.content_type = falcon.MEDIA_JSON
         if health.fresh():
             resp.data = health.HEALTHY
@@ -243,15 +250,18 @@ class _AsyncHealth:
     on_head = on_get
 
 
-def _sink_responder(gateway: Gateway, sink: Sink) -> Callable:
-    authenticate = gateway.authenticate
+def _sink_responder(gateway: Gateway, sink: Sink, owner: str) -> Callable:
     handler = sink.handler
     async_handler = sink.async_handler
     base = sink.prefix.rstrip("/")
     silence_s = gateway.config["FLOWORK_SERVER_IDLE_TIMEOUT_S"]
 
+    def authenticate(req: Any, resp: Any) -> None:
+        gateway.authenticate(req, sink.auth, sink=True)
+        gateway.admit(req, resp, owner)
+
     def call(req: Any, resp: Any, path: str) -> None:
-        authenticate(req, sink.auth)
+        authenticate(req, resp)
         handler(req, resp, path)
 
     async def on_request(req: falcon.asgi.Request, resp: falcon.asgi.Response,
@@ -260,7 +270,7 @@ def _sink_responder(gateway: Gateway, sink: Sink) -> Callable:
         limit = gateway.request_body_limit
         if async_handler is not None:
             try:
-                await gateway.run_sync(authenticate, req, sink.auth)
+                await gateway.run_sync(authenticate, req, resp)
                 length = req.content_length
                 if length is not None and length > limit:
                     raise body_too_large(limit)
@@ -271,7 +281,7 @@ def _sink_responder(gateway: Gateway, sink: Sink) -> Callable:
             return
         if _has_body(req):
             try:
-                await gateway.run_sync(authenticate, req, sink.auth)
+                await gateway.run_sync(authenticate, req, resp)
                 await prefetch_body(req, limit, silence_s)
             finally:
                 _close_if_unread(req, resp)
@@ -361,12 +371,12 @@ def build_asgi_app(gateway: Gateway, sync_middleware: Any,
     app.add_error_handler(DATABASE_DOWN_ERRORS, _database_down)
     from .app import API_PREFIX
 
-    for _plugin, route in gateway.routes:
+    for plugin, route in gateway.routes:
         resource = (_AsyncHealth(gateway) if route.resource is gateway.health
-                    else _AsyncResource(gateway, route))
+                    else _AsyncResource(gateway, route, plugin))
         app.add_route(API_PREFIX + route.path, resource)
-    for _plugin, sink in gateway.sinks:
+    for plugin, sink in gateway.sinks:
         prefix = (API_PREFIX + sink.prefix).rstrip("/")
-        app.add_sink(_sink_responder(gateway, sink), gateway.sink_pattern(prefix))
+        app.add_sink(_sink_responder(gateway, sink, plugin), gateway.sink_pattern(prefix))
     return BodyDeferred(app)
 

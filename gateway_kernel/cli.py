@@ -358,13 +358,21 @@ def _serve(gateway: Gateway, args: argparse.Namespace) -> int:
     gateway.migrate()
     if args.server == "waitress":
         return _serve_waitress(gateway, args)
-    from .serving import serve_asgi
+    from .serving import listen, serve_asgi
 
+    try:
+        sock = listen(args.host, args.port)
+    except OSError as exc:
+        message = listen_error_message(exc, args.host, args.port)
+        if message is None:
+            raise
+        print(f"flowork-gateway: {message}", file=sys.stderr)
+        return EXIT_FAILURE
     gateway.asgi  # noqa: B018 - built (and plugin wrappers applied) before serving
     _freeze_startup_objects()
     # The ASGI lifespan sets gateway.loop and runs the startup hooks (in the worker pool),
     # and the shutdown hooks after the graceful stop.
-    return serve_asgi(gateway, args.host, args.port)
+    return serve_asgi(gateway, sock)
 
 
 def _freeze_startup_objects() -> None:

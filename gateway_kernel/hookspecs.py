@@ -146,7 +146,9 @@ def gateway_admit(gateway: Gateway, req: falcon.Request, resp: falcon.Response,
     """Called for every request to a route or sink after authentication (``principal`` is
     None on public routes), before its responder; ``group`` is the name of the plugin that
     owns the route (``kernel`` for the kernel's own). Raise a ``GatewayError`` to refuse it
-    (rate limits answer 429); may set response headers. Runs in a worker thread."""
+    (rate limits answer 429); may set response headers. Runs in a worker thread. A plugin
+    that admits everything under its current settings sets ``admits_nothing = True`` on
+    itself in ``gateway_configure``: the kernel then leaves it out of this hook."""
 
 
 @hookspec

@@ -27,6 +27,7 @@ import contextlib
 import json
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -241,22 +242,34 @@ def uvicorn_config(app: Any, host: str, port: int, policy: ServerPolicy) -> Any:
         log_config=None,
         timeout_keep_alive=policy.idle_timeout_s,  # type: ignore[arg-type]
         timeout_graceful_shutdown=policy.stop_timeout_s,  # type: ignore[arg-type]
-        backlog=2048,
+        backlog=BACKLOG,
     )
     config.flowork_registry = registry  # type: ignore[attr-defined]
     return config
 
 
-def run_uvicorn(app: Any, host: str, port: int, policy: ServerPolicy) -> bool:
-    """Serve ``app`` until a stop signal; True if it started (and stopped gracefully)."""
+BACKLOG = 2048
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the server starts (so that a port in use is one
+    clear line from the CLI rather than a server log)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=BACKLOG)
+
+
+def run_uvicorn(app: Any, sock: socket.socket, policy: ServerPolicy) -> bool:
+    """Serve ``app`` on ``sock`` until a stop signal; True if it started (and stopped)."""
+    host, port = sock.getsockname()[:2]
     server = _server_class()(uvicorn_config(app, host, port, policy))
-    server.run()
+    server.run(sockets=[sock])
     return bool(server.started)
 
 
-def serve_asgi(gateway: Gateway, host: str, port: int) -> int:
+def serve_asgi(gateway: Gateway, sock: socket.socket) -> int:
     """Serve ``gateway`` on uvicorn until a stop signal; 0 after a graceful stop."""
     gateway.server = "uvicorn"
+    host, port = sock.getsockname()[:2]
     log.info("serving on http://%s:%s (uvicorn, worker threads=%s)", host, port,
              gateway.worker_threads)
-    return 0 if run_uvicorn(gateway.asgi, host, port, ServerPolicy.of(gateway)) else 1
+    return 0 if run_uvicorn(gateway.asgi, sock, ServerPolicy.of(gateway)) else 1
