@@ -6,8 +6,9 @@
     .venv/bin/python bench/run.py --rows health,warm    # only some rows (for profiling)
     .venv/bin/python bench/run.py --python-load         # the Python load generator, not wrk
 
-Every server is its own subprocess on a free 127.0.0.1 port, served by waitress with the
-settings of ``flowork-gateway serve``; the load comes from another process (``wrk`` when
+Every server is its own subprocess on a free 127.0.0.1 port: gateways under ``flowork-gateway
+serve`` (uvicorn), baselines under waitress with ``serve --server waitress``'s settings (and
+the default server's ceiling under uvicorn); the load comes from another process (``wrk`` when
 installed, else ``bench/loadgen.py``). Baseline and subject alternate within each round and
 a row's ratio is the median of its per-round ratios, because this machine is shared and noisy.
 
@@ -71,7 +72,7 @@ class Mode:
     transfer_bytes: int
     transfer_rounds: int
     many_engines: int
-    threads: int = 8  # waitress threads of every server (the serve default)
+    threads: int = 8  # waitress threads of the waitress servers (serve --server waitress's default)
     connections: int = 8  # concurrent keep-alive connections of the load generator
 
 
@@ -159,9 +160,11 @@ class Server:
         self._log.close()
 
 
-def gateway_argv(threads: int) -> list[str]:
+def gateway_argv(threads: int | None = None) -> list[str]:
+    """``flowork-gateway serve`` (its own default worker threads unless ``threads``)."""
     exe = Path(sys.executable).parent / ("flowork-gateway.exe" if os.name == "nt" else "flowork-gateway")
-    return [str(exe) if exe.exists() else "flowork-gateway", "serve", "--threads", str(threads)]
+    argv = [str(exe) if exe.exists() else "flowork-gateway", "serve"]
+    return argv + (["--threads", str(threads)] if threads else [])
 
 
 # -- signatures -------------------------------------------------------------------------------
@@ -690,7 +693,7 @@ class Suite:
                  extra_env: dict[str, str] | None = None) -> Server:
         env = clean_env({"DATABASE_URL": database_url, "GATEWAY_SECRET_TOKEN": self.secret,
                          **(extra_env or {})})
-        server = Server(name, argv or gateway_argv(self.mode.threads), env, self.workdir)
+        server = Server(name, argv or gateway_argv(), env, self.workdir)
         self.servers.append(server)
         return server
 
@@ -912,8 +915,10 @@ def render_document(mode: Mode, table: str, started: dt.datetime, elapsed: float
         f"{os.cpu_count()} CPUs (shared; load average {load:.2f} at start); "
         f"Python {platform.python_version()}, Falcon {falcon.__version__}, "
         f"waitress {getattr(waitress, '__version__', '') or _dist_version('waitress')}",
-        f"- **Method**: every server is its own process on 127.0.0.1, waitress with "
-        f"`flowork-gateway serve`'s settings and {mode.threads} threads; load from {tool} in "
+        f"- **Method**: every server is its own process on 127.0.0.1: the gateways under "
+        f"`flowork-gateway serve` (uvicorn, its default worker threads), the baselines under "
+        f"waitress with `serve --server waitress`'s settings and {mode.threads} threads "
+        f"(`ceiling-asgi`: uvicorn with `serve`'s settings); load from {tool} in "
         f"another process, {mode.connections} keep-alive connections, closed loop; "
         f"{mode.duration:g} s per side after {mode.warmup:g} s warm-up, {mode.rounds} "
         f"round(s) alternating baseline and subject; ratio = median of per-round "

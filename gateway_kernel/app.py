@@ -70,7 +70,7 @@ KERNEL_SETTINGS = (
 #: How the process serves: the kernel's worker pool and the ASGI server's connection policy
 #: (gateway_kernel/serving.py; README "Serving").
 SERVER_SETTINGS = (
-    Setting("FLOWORK_WORKER_THREADS", as_int(1, 1000), 8,
+    Setting("FLOWORK_WORKER_THREADS", as_int(1, 1000), 4,
             "threads running plugin code (database, hooks) per process; serve --threads overrides"),
     Setting("FLOWORK_SERVER_HEADER_TIMEOUT_S", as_seconds(0.1, 3600), 10.0,
             "a connection whose request head is not complete after this is closed"),

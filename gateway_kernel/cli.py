@@ -36,7 +36,7 @@ SERVERS = ("uvicorn", "waitress")
 # Waitress settings that keep slow or idle clients from pinning every worker thread.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-DEFAULT_THREADS = 8
+DEFAULT_THREADS = 8  # waitress's threads (they also wait on slow clients)
 CHANNEL_TIMEOUT_S = 60  # idle connection closed after this
 CONNECTION_LIMIT = 200  # open sockets beyond this wait in the listen backlog
 
@@ -100,8 +100,9 @@ def _build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT,
                        help=f"TCP port to listen on (default {DEFAULT_PORT})")
     serve.add_argument("--threads", type=_positive, default=None,
-                       help=f"worker threads for plugin code (default {DEFAULT_THREADS}, or "
-                            "FLOWORK_WORKER_THREADS; keep FLOWORK_DB_POOL_SIZE above this)")
+                       help="worker threads for plugin code (default FLOWORK_WORKER_THREADS, "
+                            f"4; under --server waitress: its threads, default {DEFAULT_THREADS}); "
+                            "keep FLOWORK_DB_POOL_SIZE above this")
     serve.add_argument("--server", choices=SERVERS, default="uvicorn",
                        help="uvicorn (default: REST, proxy and WebSocket) or waitress (WSGI: "
                             "REST and proxy)")
@@ -355,6 +356,8 @@ def _run(gateway: Gateway, args: argparse.Namespace, command: Command | None) ->
 def _serve(gateway: Gateway, args: argparse.Namespace) -> int:
     if args.threads is not None:
         gateway.worker_threads = args.threads
+    elif args.server == "waitress":
+        gateway.worker_threads = DEFAULT_THREADS
     gateway.migrate()
     if args.server == "waitress":
         return _serve_waitress(gateway, args)

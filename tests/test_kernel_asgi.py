@@ -113,7 +113,7 @@ def test_plugin_code_runs_in_the_bounded_pool(probe_gateway):
     r = client.simulate_post("/api/v1/probe", headers=GOOD, json={"a": 1})
     assert r.status_code == 200 and r.json == {"got": {"a": 1}}
     assert all(name.startswith("flowork-worker") for name in plugin.probe.threads)
-    assert gateway.pool.size == gateway.worker_threads == 8
+    assert gateway.pool.size == gateway.worker_threads == 4
 
 
 def test_body_is_not_read_before_authentication_and_declared_length_is_checked(probe_gateway):
