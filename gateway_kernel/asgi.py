@@ -9,7 +9,9 @@ the kernel's bounded thread pool through :meth:`Gateway.run_sync`:
   (413, nothing read), read the body on the loop with a bound, then the responder (hop). The
   body reaches ``gateway_kernel.http.read_body`` through ``req.context.prefetched_body``;
 - a sink with an ``async_handler``: authenticate (hop), then the handler on the loop, which
-  streams the body itself.
+  streams the body itself;
+- a synchronous sink: authenticate (hop), then the handler (hop), which reads the body through
+  ``gateway_kernel.http.body_stream`` as it goes, each read done on the loop (bounded memory).
 
 Errors go through the same handlers and serializer as under WSGI, so answers are identical.
 """
@@ -123,6 +125,36 @@ def _declares_body(scope: dict) -> bool:
         if name == b"transfer-encoding":
             return True
     return False
+
+
+class BlockingBody:
+    """A blocking ``read(size)`` over an ASGI request body, for synchronous code in the pool:
+    each read is done on the event loop; a client silent for ``silence_s`` is a 408."""
+
+    def __init__(self, stream: Any, loop: asyncio.AbstractEventLoop, silence_s: float) -> None:
+        self._stream = stream
+        self._loop = loop
+        self._silence_s = silence_s
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all that is left if negative); b"" at the end."""
+        chunks: list[bytes] = []
+        wanted = size if size is not None and size >= 0 else None
+        got = 0
+        while wanted is None or got < wanted:
+            step = _READ_SIZE if wanted is None else min(_READ_SIZE, wanted - got)
+            future = asyncio.run_coroutine_threadsafe(
+                asyncio.wait_for(self._stream.read(step), self._silence_s), self._loop)
+            try:
+                chunk = future.result()
+            except TimeoutError:
+                raise GatewayError(408, "request_timeout", "The request body did not arrive "
+                                   "in time", {"Connection": "close"}) from None
+            if not chunk:
+                break
+            chunks.append(chunk)
+            got += len(chunk)
+        return b"".join(chunks)
 
 
 class PooledStream:
@@ -282,10 +314,16 @@ def _sink_responder(gateway: Gateway, sink: Sink, owner: str) -> Callable:
         if _has_body(req):
             try:
                 await gateway.run_sync(authenticate, req, resp)
-                await prefetch_body(req, limit, silence_s)
+                length = req.content_length
+                if length is not None and length > limit:
+                    raise body_too_large(limit)
+                # Read as the handler asks for it, from the loop: an upload streams through
+                # in bounded memory, never held whole.
+                req.context.body_stream = BlockingBody(req.stream, asyncio.get_running_loop(),
+                                                       silence_s)
+                await gateway.run_sync(handler, req, resp, full)
             finally:
                 _close_if_unread(req, resp)
-            await gateway.run_sync(handler, req, resp, full)
         else:
             req.context.prefetched_body = b""
             await gateway.run_sync(call, req, resp, full)

@@ -17,7 +17,12 @@ DEFAULT_MAX_BODY = 1024 * 1024
 
 
 def body_stream(req: falcon.Request) -> Any:
-    """A blocking file-like view of the request body on either server (see read_body)."""
+    """A blocking file-like view of the request body on either server (see read_body): under
+    the ASGI server, the kernel's (the body read already, or read from the event loop as the
+    synchronous code asks for it); under WSGI, ``req.bounded_stream``."""
+    stream = getattr(req.context, "body_stream", None)
+    if stream is not None:
+        return stream
     prefetched = getattr(req.context, "prefetched_body", None)
     if prefetched is not None:
         return io.BytesIO(prefetched)
@@ -31,8 +36,8 @@ def body_too_large(limit: int) -> GatewayError:
 def read_body(req: falcon.Request, limit: int) -> bytes:
     """The raw body, refusing more than ``limit`` bytes (declared or actually sent).
 
-    Under the ASGI server the kernel has already read the body (bounded, after
-    authentication) into ``req.context.prefetched_body``; under WSGI it is read here."""
+    Under the ASGI server the kernel has already read a route's body (bounded, after
+    authentication) into ``req.context.prefetched_body``; otherwise it is read here."""
     length = req.content_length
     if length is not None and length > limit:
         raise body_too_large(limit)
@@ -41,7 +46,7 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
         if len(prefetched) > limit:
             raise body_too_large(limit)
         return prefetched
-    data = req.bounded_stream.read(limit + 1)
+    data = body_stream(req).read(limit + 1)
     if len(data) > limit:
         raise body_too_large(limit)
     return data

@@ -13,7 +13,7 @@ import pytest
 from kernel_plugins import NotesPlugin, TwoSchemesPlugin
 
 from gateway_kernel import GatewayPlugin, Route, Sink, hookimpl
-from gateway_kernel.http import read_json, send_json
+from gateway_kernel.http import body_stream, read_json, send_json
 
 
 class EchoSocket:
@@ -87,7 +87,16 @@ class AsgiPlugin(GatewayPlugin):
             resp.content_type = "application/octet-stream"
             resp.stream = io.BytesIO(b"f" * 200_000)  # a blocking file-like object
 
+        def count_handler(req, resp, path):
+            stream, total, reads = body_stream(req), 0, 0
+            while chunk := stream.read(100_000):
+                total += len(chunk)
+                reads += 1
+            send_json(resp, {"total": total, "reads": reads,
+                             "thread": threading.current_thread().name})
+
         return [Sink("/stream", sync_handler, "user"), Sink("/file", file_handler, "user"),
+                Sink("/count", count_handler, "user"),
                 Sink("/live", sync_handler, "user", async_handler=async_handler)]
 
     @hookimpl
@@ -172,6 +181,10 @@ def test_sync_sink_streams_from_the_pool_and_async_sink_runs_on_the_loop(probe_g
     assert r.status_code == 401 and plugin.sink_bodies == [b"z" * 5000]
     r = client.simulate_get("/api/v1/file", headers=GOOD)
     assert r.status_code == 200 and r.content == b"f" * 200_000
+    # A sync sink reads the body from the loop as it asks for it (not read beforehand).
+    r = client.simulate_post("/api/v1/count", headers=GOOD, body=b"u" * 900_000)
+    assert r.status_code == 200 and r.json["total"] == 900_000 and r.json["reads"] == 9
+    assert r.json["thread"].startswith("flowork-worker")
 
 
 def test_asgi_middleware_wraps_in_load_order_and_serves_websocket(make_gateway):
