@@ -1,4 +1,6 @@
-"""The ceiling: a bare Falcon app under waitress with the gateway's own serve settings.
+"""The ceiling: a bare Falcon app under waitress with the gateway's own serve settings
+(``--asgi``: the same app as a native Falcon ASGI app under the default server, uvicorn, with
+``serve``'s settings: the default server's ceiling).
 
 It is also the benchmark's stub engine (the proxy rows compare the gateway against calling it
 directly). Every figure in docs/PERFORMANCE.md is a ratio against this app measured in the
@@ -9,7 +11,7 @@ same run, so it does the least a Falcon app can do:
 - ``POST|PUT /api/v1/bench/upload``: reads the body in 256 KiB chunks, answers its size.
 - anything else: ``{"engine": "stub", "path": <path>}``, like the tests' stub engine.
 
-    .venv/bin/python bench/ceiling.py --port 8100 [--threads 8] [--max-body BYTES]
+    .venv/bin/python bench/ceiling.py --port 8100 [--threads 8] [--max-body BYTES] [--asgi]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import re
 import sys
 
 import falcon
+import falcon.asgi
 import waitress
 
 from gateway_kernel import cli as gateway_cli
@@ -75,6 +78,32 @@ def create_app() -> falcon.App:
     return app
 
 
+class AsyncHealth:
+    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+        resp.content_type = falcon.MEDIA_JSON
+        resp.data = HEALTH_BODY
+
+
+async def async_stub_sink(req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
+    resp.content_type = falcon.MEDIA_JSON
+    resp.data = json.dumps({"engine": "stub", "path": req.path}).encode()
+
+
+def create_asgi_app() -> falcon.asgi.App:
+    """The ceiling's health and JSON answers as a native ASGI app (no transfers)."""
+    app = falcon.asgi.App()
+    app.req_options.auto_parse_form_urlencoded = False
+    app.add_route("/api/v1/system/health", AsyncHealth())
+    app.add_sink(async_stub_sink, re.compile(r"^/(?!api/v1/system/health$)"))
+    return app
+
+
+def serve_asgi(host: str, port: int) -> None:
+    from gateway_kernel.serving import ServerPolicy, listen, run_uvicorn
+
+    run_uvicorn(create_asgi_app(), listen(host, port), ServerPolicy())
+
+
 def serve(host: str, port: int, threads: int, max_body: int | None = None) -> None:
     """waitress with exactly the settings ``flowork-gateway serve`` uses (unless ``max_body``)."""
     options = gateway_cli.waitress_options()
@@ -91,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=gateway_cli.DEFAULT_THREADS)
     parser.add_argument("--max-body", type=int, default=None,
                         help="waitress max_request_body_size (the stub engine takes 1 GiB+)")
+    parser.add_argument("--asgi", action="store_true",
+                        help="the ASGI app under the default server (uvicorn) instead")
     args = parser.parse_args(argv)
-    serve(args.host, args.port, args.threads, args.max_body)
+    if args.asgi:
+        serve_asgi(args.host, args.port)
+    else:
+        serve(args.host, args.port, args.threads, args.max_body)
     return 0
 
 

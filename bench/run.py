@@ -6,8 +6,9 @@
     .venv/bin/python bench/run.py --rows health,warm    # only some rows (for profiling)
     .venv/bin/python bench/run.py --python-load         # the Python load generator, not wrk
 
-Every server is its own subprocess on a free 127.0.0.1 port, served by waitress with the
-settings of ``flowork-gateway serve``; the load comes from another process (``wrk`` when
+Every server is its own subprocess on a free 127.0.0.1 port: gateways under ``flowork-gateway
+serve`` (uvicorn), baselines under waitress with ``serve --server waitress``'s settings (and
+the default server's ceiling under uvicorn); the load comes from another process (``wrk`` when
 installed, else ``bench/loadgen.py``). Baseline and subject alternate within each round and
 a row's ratio is the median of its per-round ratios, because this machine is shared and noisy.
 
@@ -71,7 +72,7 @@ class Mode:
     transfer_bytes: int
     transfer_rounds: int
     many_engines: int
-    threads: int = 8  # waitress threads of every server (the serve default)
+    threads: int = 8  # waitress threads of the waitress servers (serve --server waitress's default)
     connections: int = 8  # concurrent keep-alive connections of the load generator
 
 
@@ -159,9 +160,11 @@ class Server:
         self._log.close()
 
 
-def gateway_argv(threads: int) -> list[str]:
+def gateway_argv(threads: int | None = None) -> list[str]:
+    """``flowork-gateway serve`` (its own default worker threads unless ``threads``)."""
     exe = Path(sys.executable).parent / ("flowork-gateway.exe" if os.name == "nt" else "flowork-gateway")
-    return [str(exe) if exe.exists() else "flowork-gateway", "serve", "--threads", str(threads)]
+    argv = [str(exe) if exe.exists() else "flowork-gateway", "serve"]
+    return argv + (["--threads", str(threads)] if threads else [])
 
 
 # -- signatures -------------------------------------------------------------------------------
@@ -528,11 +531,150 @@ def compare_transfer(direction: str, direct: Server, gateway: Server,
     return rows
 
 
+# -- slow and idle peers (bench/slowpeers.py) ----------------------------------------------------
+
+
+def _slowpeers(command: str, spec: dict[str, Any], workdir: Path) -> subprocess.Popen:
+    path = workdir / f"{command}-spec.json"
+    path.write_text(json.dumps(spec))
+    return subprocess.Popen([sys.executable, str(BENCH_DIR / "slowpeers.py"), command, str(path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _read_line(proc: subprocess.Popen, timeout: float) -> str:
+    import select
+
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        proc.kill()
+        raise RuntimeError(f"bench/slowpeers.py said nothing in {timeout:g} s")
+    return proc.stdout.readline().strip()
+
+
+def health_on_new_connection(port: int, timeout: float = 10.0) -> bool:
+    """One GET /system/health on a fresh connection (as a load balancer checks); raw socket,
+    so the figure is the server's, not an HTTP client's set-up."""
+    request = b"GET /api/v1/system/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(request)
+            answer = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+    except OSError:
+        return False
+    return answer.startswith(b"HTTP/1.1 200")
+
+
+def websocket_row(gateway: Server, mode: Mode, workdir: Path) -> Row:
+    """Idle WebSocket connections through a gateway_asgi_middleware echo (the hello plugin):
+    the gateway's resident memory per connection."""
+    count = 1000 if mode.name == "full" else 200
+    before = rss_kib(gateway.proc.pid)
+    proc = _slowpeers("websockets", {"url": f"ws://127.0.0.1:{gateway.port}{API}/hello/echo",
+                                     "count": count, "seconds": 120}, workdir)
+    try:
+        ready = _read_line(proc, 180)
+        if not ready.startswith("ready "):
+            raise RuntimeError(f"unexpected: {ready!r}")
+        opened = json.loads(ready[6:])
+        time.sleep(1.0)
+        after = rss_kib(gateway.proc.pid)
+    finally:
+        if proc.stdin:
+            proc.stdin.close()
+        proc.wait(60)
+    if before is None or after is None or not opened["open"]:
+        return Row(key="websocket", title=f"{count:,} idle WebSocket connections",
+                   value="n/a (no /proc)", non2xx=opened.get("failed", 0))
+    per_kib = (after - before) / opened["open"]
+    full = mode.name == "full"
+    return Row(
+        key="websocket",
+        title=f"{count:,} idle WebSocket connections (hello echo via gateway_asgi_middleware): "
+              "gateway RSS per connection",
+        value=f"{per_kib:.1f} KiB", non2xx=opened["failed"],
+        baseline="gateway RSS before connecting", baseline_value=f"{before / 1024:.1f} MiB",
+        target="< 64 KiB" if full else "—", met=(per_kib < 64) if full else None,
+        extra={"open": opened["open"]})
+
+
+def siege_row(gateway: Server, stub: Server, seed: Seed, mode: Mode, workdir: Path) -> Row:
+    """200 signed proxied requests held open by an engine that never answers, plus 300
+    connections dribbling their request head: health latency from a new connection each
+    time (as a load balancer checks) and another user's proxied GET, throughout."""
+    full = mode.name == "full"
+    seconds = 15.0 if full else 3.0
+    hanging, slow = 200, 300
+    proc = _slowpeers("siege", {"port": gateway.port, "path": API + "/bench/hang",
+                                "hanging": hanging, "slow_headers": slow,
+                                "seconds": seconds + 30}, workdir)
+    health_ms: list[float] = []
+    health_bad = 0
+    other_ok = other_bad = 0
+    try:
+        hang_port = json.loads(_read_line(proc, 30))["hang_port"]
+        victim = FastSigner()
+        with httpx.Client(base_url=gateway.base + API, timeout=30) as client:
+            r = client.post("/user/engines", json={"name": "stalled"}, headers=victim.headers())
+            r.raise_for_status()
+            engine = r.json()
+        heartbeat(gateway.base, engine["raw_token"], f"http://127.0.0.1:{hang_port}")
+        heartbeat(gateway.base, seed.tokens[0], stub.base)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps({**victim.headers(int(time.time()) + 30),
+                                     "X-Flowork-Engine-ID": engine["id"]}) + "\n")
+        proc.stdin.flush()
+        if _read_line(proc, 60) != "ready":
+            raise RuntimeError("siege did not get ready")
+        other = {**seed.signer.headers(), "X-Flowork-Engine-ID": seed.engine_ids[0]}
+        other_client = httpx.Client(timeout=5)
+        deadline = time.monotonic() + seconds
+        probe = 0
+        while time.monotonic() < deadline:
+            probe += 1
+            started = time.perf_counter()
+            ok = health_on_new_connection(gateway.port)
+            health_ms.append((time.perf_counter() - started) * 1000)
+            health_bad += not ok
+            if probe % 5 == 0:
+                try:
+                    r = other_client.get(gateway.base + API + "/bench/echo", headers=other)
+                    other_ok += r.status_code == 200
+                    other_bad += r.status_code != 200
+                except httpx.HTTPError:
+                    other_bad += 1
+            time.sleep(0.02)
+        other_client.close()
+    finally:
+        if proc.stdin:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        proc.kill()
+        proc.wait(30)
+    ordered = sorted(health_ms)
+    p50 = statistics.median(ordered)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    met = p99 < 50 and health_bad == 0 and other_bad == 0
+    return Row(
+        key="siege",
+        title=f"health and another user's proxied GET under {hanging} hanging proxied requests "
+              f"+ {slow} slow-header connections ({seconds:g} s)",
+        value=f"health p99 {p99:.1f} ms; other user's GETs {other_ok}/{other_ok + other_bad} ok",
+        p50=f"{p50:.2f}", p99=f"{p99:.2f}", non2xx=health_bad,
+        baseline="—", baseline_value="—",
+        target="p99 < 50 ms, all GETs ok" if full else "—", met=met if full else None,
+        note="" if other_bad == 0 else f"{other_bad} of the other user's GETs failed")
+
+
 # -- the suite ----------------------------------------------------------------------------------
 
 
-ROW_KEYS = ("health", "warm", "cold", "original", "original_cold", "proxy", "authinfo",
-            "postgres", "download", "upload")
+ROW_KEYS = ("asgi_hello", "health", "warm", "warm_asgi", "cold", "original", "original_cold",
+            "proxy", "authinfo", "postgres", "download", "upload", "websocket", "siege")
 
 
 class Suite:
@@ -551,7 +693,7 @@ class Suite:
                  extra_env: dict[str, str] | None = None) -> Server:
         env = clean_env({"DATABASE_URL": database_url, "GATEWAY_SECRET_TOKEN": self.secret,
                          **(extra_env or {})})
-        server = Server(name, argv or gateway_argv(self.mode.threads), env, self.workdir)
+        server = Server(name, argv or gateway_argv(), env, self.workdir)
         self.servers.append(server)
         return server
 
@@ -577,8 +719,12 @@ class Suite:
                 if self.wants("authinfo"):  # the filler engines go in before that server starts
                     add_filler_engines(many_db, mode.many_engines - 10)
                 ceiling = self._python_server("ceiling", "ceiling.py")
+                ceiling_asgi = self._python_server("ceiling-asgi", "ceiling.py", "--asgi")
                 stub = self._python_server("stub-engine", "ceiling.py", "--max-body", str(4 * GIB))
-                gateway = self._gateway("gateway", sqlite)
+                # hello: the example plugin's WebSocket echo (gateway_asgi_middleware) for the
+                # idle-WebSocket row.
+                gateway = self._gateway("gateway", sqlite,
+                                        extra_env={"FLOWORK_PLUGINS": "bundled,hello"})
                 many = self._gateway("gateway-10k", many_db) if self.wants("authinfo") else None
                 original = None
                 if self.wants("original", "original_cold"):
@@ -590,6 +736,7 @@ class Suite:
                 pg = self._gateway("gateway-postgres", pg_url) if pg_url else None
                 for server in self.servers:
                     server.wait_up()
+                self.ceiling_asgi = ceiling_asgi
                 self._rows(ceiling, stub, gateway, many, original, pg,
                            postgres_missing=self.wants("postgres") and pg_url is None)
         finally:
@@ -633,13 +780,23 @@ class Suite:
             return make
 
         ceiling_side = Side("bare Falcon + waitress (ceiling)", ceiling, engines)
+        asgi_ceiling_side = Side("bare Falcon ASGI + uvicorn (default server's ceiling)",
+                                 self.ceiling_asgi, engines)
+        self._attempt(["asgi_hello"], lambda: compare(
+            "asgi_hello", "baseline: bare Falcon ASGI hello under the default server (uvicorn)",
+            Side("ceiling", ceiling, health), Side("ceiling-asgi", self.ceiling_asgi, health),
+            mode, work))
         self._attempt(["health"], lambda: compare(
             "health", "GET /system/health",
             Side("ceiling", ceiling, health), Side("gateway", gateway, health),
-            mode, work, 0.8 if full else None))
+            mode, work, 1.0 if full else None))
         self._attempt(["warm"], lambda: compare(
             "warm", "signed GET /user/engines, cache warm (SQLite)",
             ceiling_side, Side("gateway", gateway, engines, signed(seed)),
+            mode, work, 1.0 if full else None))
+        self._attempt(["warm_asgi"], lambda: compare(
+            "warm_asgi", "signed GET /user/engines, cache warm (SQLite), vs the default server's hello",
+            asgi_ceiling_side, Side("gateway", gateway, engines, signed(seed)),
             mode, work, 0.5 if full else None))
         self._attempt(["cold"], lambda: compare(
             "cold", "signed GET /user/engines, fresh signature per request (SQLite)",
@@ -684,7 +841,7 @@ class Suite:
             self._attempt(["postgres"], lambda: compare(
                 "postgres", "signed GET /user/engines, cache warm (PostgreSQL)",
                 ceiling_side, Side("gateway", pg, engines, signed(pg_seed)),
-                mode, work, 0.5 if full else None))
+                mode, work, 0.8 if full else None))
         elif postgres_missing:
             self.rows.append(Row(key="postgres", title="signed GET /user/engines (PostgreSQL)",
                                  value="skipped", note=f"no PostgreSQL at {self.postgres_url}"))
@@ -698,6 +855,9 @@ class Suite:
                 return compare_transfer(direction, stub, gateway, transfer_headers, mode, work)
 
             self._attempt([direction], transfer_rows)
+
+        self._attempt(["websocket"], lambda: websocket_row(gateway, mode, work))
+        self._attempt(["siege"], lambda: siege_row(gateway, stub, seed, mode, work))
 
     def _subject_rps(self, key: str, default: float) -> float:
         for row in self.rows:
@@ -755,8 +915,10 @@ def render_document(mode: Mode, table: str, started: dt.datetime, elapsed: float
         f"{os.cpu_count()} CPUs (shared; load average {load:.2f} at start); "
         f"Python {platform.python_version()}, Falcon {falcon.__version__}, "
         f"waitress {getattr(waitress, '__version__', '') or _dist_version('waitress')}",
-        f"- **Method**: every server is its own process on 127.0.0.1, waitress with "
-        f"`flowork-gateway serve`'s settings and {mode.threads} threads; load from {tool} in "
+        f"- **Method**: every server is its own process on 127.0.0.1: the gateways under "
+        f"`flowork-gateway serve` (uvicorn, its default worker threads), the baselines under "
+        f"waitress with `serve --server waitress`'s settings and {mode.threads} threads "
+        f"(`ceiling-asgi`: uvicorn with `serve`'s settings); load from {tool} in "
         f"another process, {mode.connections} keep-alive connections, closed loop; "
         f"{mode.duration:g} s per side after {mode.warmup:g} s warm-up, {mode.rounds} "
         f"round(s) alternating baseline and subject; ratio = median of per-round "

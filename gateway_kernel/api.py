@@ -8,7 +8,7 @@ hooks from :mod:`gateway_kernel.hookspecs` with the ``@hookimpl`` decorator.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -119,12 +119,21 @@ class Route:
 class Sink:
     """A catch-all below ``prefix`` (relative to the API prefix) for paths no route owns.
 
-    ``handler(req, resp, path)`` gets the path below the API prefix.
+    ``handler(req, resp, path)`` gets the path below the API prefix; it is synchronous and
+    runs in a worker thread (under the ASGI server: in the kernel's pool, the request body
+    read beforehand, a synchronous ``resp.stream`` iterated in the pool).
+
+    ``async_handler(req, resp, path)`` (optional) is used instead under the ASGI server: the
+    kernel authenticates in its pool, then awaits it on the event loop with a
+    ``falcon.asgi.Request``/``Response``. It streams the request body from ``req.stream``
+    (nothing was read) and may set ``resp.stream`` to an async iterator. Blocking work
+    (database, hooks) goes through ``await gateway.run_sync(fn, ...)``.
     """
 
     prefix: str
     handler: Callable[[falcon.Request, falcon.Response, str], None]
     auth: str = "user"
+    async_handler: Callable[[Any, Any, str], Awaitable[None]] | None = None
 
 
 @dataclass

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -47,13 +48,12 @@ from .db import (
 )
 from .errors import GatewayError, handle_unexpected, serialize_error
 from .throttle import AuthThrottle, build_throttle, client_address, log_auth_failure
+from .workers import WorkerPool
 
 log = logging.getLogger("gateway_kernel")
 
 ENTRY_POINT_GROUP = "flowork_gateway.plugins"
 API_PREFIX = "/api/v1"
-#: The server's default outer bound for request bodies (see Gateway.allow_request_body).
-DEFAULT_REQUEST_BODY_LIMIT = 1024**3
 KERNEL = "kernel"
 
 KERNEL_SETTINGS = (
@@ -71,6 +71,21 @@ KERNEL_SETTINGS = (
             "failed authentications per client address and window before 429 (0: off)"),
     Setting("FLOWORK_AUTH_FAIL_WINDOW_S", as_seconds(1, 86400), 300.0,
             "window of FLOWORK_AUTH_FAIL_LIMIT, seconds"),
+)
+
+#: How the process serves: the kernel's worker pool and the ASGI server's connection policy
+#: (gateway_kernel/serving.py; README "Serving").
+SERVER_SETTINGS = (
+    Setting("FLOWORK_WORKER_THREADS", as_int(1, 1000), 4,
+            "threads running plugin code (database, hooks) per process; serve --threads overrides"),
+    Setting("FLOWORK_SERVER_HEADER_TIMEOUT_S", as_seconds(0.1, 3600), 10.0,
+            "a connection whose request head is not complete after this is closed"),
+    Setting("FLOWORK_SERVER_IDLE_TIMEOUT_S", as_seconds(0.1, 3600), 30.0,
+            "an idle keep-alive connection is closed, a request body silent this long is a 408"),
+    Setting("FLOWORK_SERVER_STOP_TIMEOUT_S", as_seconds(0, 3600), 30.0,
+            "on SIGTERM/SIGINT, how long in-flight requests may take to finish"),
+    Setting("FLOWORK_SERVER_MAX_CONNECTIONS", as_int(10, 1_000_000), 2000,
+            "open connections per process; above it idle and header-incomplete ones are closed"),
 )
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -179,10 +194,10 @@ class Gateway:
         for plugin in self.plugins.values():
             config.declare(plugin.name, plugin.settings)
         self.max_body = config["FLOWORK_MAX_BODY_BYTES"]
-        #: The largest request body the server accepts at all (waitress receives a whole body,
-        #: spooled to a temporary file, before any route sees it). Plugins that take bigger
-        #: bodies than JSON routes (the proxy's uploads) raise it with allow_request_body().
-        self.request_body_limit = max(self.max_body, DEFAULT_REQUEST_BODY_LIMIT)
+        #: The largest request body the server accepts at all: the JSON limit, unless a plugin
+        #: that takes bigger bodies (the proxy's uploads) raised it with allow_request_body().
+        #: Waitress receives a whole body, spooled to a temporary file, before any code runs.
+        self.request_body_limit = self.max_body
         url = config["DATABASE_URL"] or default_database_url()
         self.database_url = url
         try:
@@ -196,7 +211,7 @@ class Gateway:
         # The veto hook runs on every authenticated request: skip pluggy when nobody vetoes.
         self._authorize = (self.hook.gateway_authorize
                            if self.hook.gateway_authorize.get_hookimpls() else None)
-        self._admit = self.hook.gateway_admit if self.hook.gateway_admit.get_hookimpls() else None
+        self._admit: Any = None  # set after gateway_configure (see _admission)
         self._started = False
         #: Failed-authentication throttle per client address (None: disabled); other
         #: authenticating entry points (sockets) use it too.
@@ -206,10 +221,20 @@ class Gateway:
         # Declared by the proxy plugin (a setting has one owner); without it, no proxy is
         # trusted and the client is the TCP peer.
         self.trusted_proxies = tuple(config.get("FLOWORK_TRUSTED_PROXIES") or ())
+        self._closed = False
+        #: The asyncio loop serving :attr:`asgi` (set before gateway_startup under ASGI).
+        self.loop: asyncio.AbstractEventLoop | None = None
+        #: "uvicorn" or "waitress" under ``flowork-gateway serve``; None in tests/embedding.
+        self.server: str | None = None
+        self.worker_threads: int = config["FLOWORK_WORKER_THREADS"]
+        self._pool: WorkerPool | None = None
+        self._health_pool: WorkerPool | None = None
+        self._asgi: Any = None
 
         token = activate(self.db)
         try:
             self.hook.gateway_configure(gateway=self)
+            self._admit = self._admission()
             self.schemes = self._collect_schemes()
             self._shapes: dict[str, str] = {}
             #: Route shapes by segment count (None: a path field), for owns_path.
@@ -359,6 +384,15 @@ class Gateway:
                 return principal
         raise schemes[0].missing()
 
+    def _admission(self) -> Any:
+        """The gateway_admit caller, without plugins that said (in gateway_configure, with
+        ``admits_nothing = True``) that they admit everything under their settings; None when
+        nobody is left, so requests skip the hook (and health stays on the event loop)."""
+        idle = [p for p in self.plugins.values() if getattr(p, "admits_nothing", False)]
+        caller = (self.pm.subset_hook_caller("gateway_admit", remove_plugins=idle) if idle
+                  else self.hook.gateway_admit)
+        return caller if caller.get_hookimpls() else None
+
     def admit(self, req: falcon.Request, resp: falcon.Response, group: str) -> None:
         """Let ``gateway_admit`` hooks refuse or annotate an authenticated request."""
         if self._admit is not None:
@@ -399,10 +433,11 @@ class Gateway:
 
     def _build_app(self) -> falcon.App:
         self.health = HealthResource(self)
-        middleware: list[object] = [KernelMiddleware(self)]
+        self._kernel_middleware = KernelMiddleware(self)
+        self._plugin_middleware: list[object] = []
         for _plugin, items in self._per_plugin("gateway_middleware", gateway=self):
-            middleware.extend(items)
-        app = falcon.App(middleware=middleware)
+            self._plugin_middleware.extend(items)
+        app = falcon.App(middleware=[self._kernel_middleware, *self._plugin_middleware])
         app.req_options.auto_parse_form_urlencoded = False
         app.set_error_serializer(serialize_error)
         app.add_error_handler(Exception, handle_unexpected)
@@ -466,6 +501,15 @@ class Gateway:
         return self._matches_route(
             [unquote(s) for s in raw[len(API_PREFIX):].split("/")[1:]])
 
+    def enter_sink(self, req: falcon.Request, resp: falcon.Response, auth: str,
+                   owner: str) -> None:
+        """What every sink request passes first (both servers): a route's path in another
+        spelling is 404, never the sink; then authentication and admission."""
+        if self.owns_path(req):
+            raise GatewayError(404, "not_found", "Not found")
+        self.authenticate(req, auth, sink=True)
+        self.admit(req, resp, owner)
+
     def _matches_route(self, segments: list[str]) -> bool:
         for shape in self._owned_shapes.get(len(segments), ()):
             if all(seg == want if want is not None else seg != ""
@@ -480,20 +524,67 @@ class Gateway:
                 f"enabled plugin supplies that auth scheme"
             )
         prefix = (API_PREFIX + sink.prefix).rstrip("/")
-        pattern = re.compile("^" + re.escape(prefix) + r"(?P<path>/.*)?$")
+        pattern = self.sink_pattern(prefix)
         gateway = self
 
         def responder(req: falcon.Request, resp: falcon.Response, path: str | None = None) -> None:
-            if gateway.owns_path(req):  # a route's path in another spelling: never the sink
-                raise GatewayError(404, "not_found", "Not found")
-            gateway.authenticate(req, sink.auth, sink=True)
-            gateway.admit(req, resp, plugin)
+            gateway.enter_sink(req, resp, sink.auth, plugin)
             sink.handler(req, resp, (sink.prefix.rstrip("/") + (path or "")) or "/")
 
         self.sinks.append((plugin, sink))
         app.add_sink(responder, pattern)
 
+    @staticmethod
+    def sink_pattern(prefix: str) -> re.Pattern[str]:
+        return re.compile("^" + re.escape(prefix) + r"(?P<path>/.*)?$")
+
+    # -- ASGI ------------------------------------------------------------------------------
+
+    @property
+    def asgi(self) -> Any:
+        """This gateway as an ASGI 3 application (built once, on first use).
+
+        The native ``falcon.asgi.App`` over the same routes and sinks, wrapped by every
+        ``gateway_asgi_middleware`` hook in plugin load order (the last plugin's outermost).
+        """
+        if self._asgi is None:
+            from .asgi import build_asgi_app
+
+            app = build_asgi_app(self, self._kernel_middleware, self._plugin_middleware)
+            order = {name: i for i, name in enumerate(self.plugins)}
+            caller = self.pm.hook.gateway_asgi_middleware
+            for impl in sorted(caller.get_hookimpls(),
+                               key=lambda i: order.get(i.plugin_name, 1 << 30)):
+                wrapped = impl.function(gateway=self, app=app)
+                if wrapped is not None:
+                    app = wrapped
+            self._asgi = app
+        return self._asgi
+
+    @property
+    def pool(self) -> WorkerPool:
+        """The bounded pool where plugin code runs under ASGI (``FLOWORK_WORKER_THREADS``)."""
+        if self._pool is None:
+            self._pool = WorkerPool(self.worker_threads, "flowork-worker", self.db)
+        return self._pool
+
+    async def run_sync(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run blocking ``fn`` in the kernel's pool with this gateway's database active there;
+        the thread's pooled connection is given back afterwards. Exceptions propagate."""
+        return await self.pool.run(fn, args, kwargs)
+
+    async def probe_database(self) -> None:
+        """The health check's ``SELECT 1``, on a thread of its own: health reports whether
+        this process and its database answer, also while every worker thread is busy."""
+        if self._health_pool is None:
+            self._health_pool = WorkerPool(1, "flowork-health", self.db)
+        await self._health_pool.run(self.health.probe, (), {})
+
     # -- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._started
 
     def start(self) -> None:
         """Call the startup hooks once (after migrations)."""
@@ -506,6 +597,10 @@ class Gateway:
             self._started = True
 
     def close(self) -> None:
+        """Call the shutdown hooks and close the database and the pool (once)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.hook.gateway_shutdown(gateway=self)
         finally:
@@ -514,6 +609,12 @@ class Gateway:
             close_all = getattr(self.db, "close_all", None)
             if close_all:
                 close_all()
+            for pool in (self._pool, self._health_pool):
+                if pool is not None:
+                    pool.shutdown()
+            self._pool = self._health_pool = None  # a later run_sync makes new ones
+            if self.server is not None:  # a served gateway says it stopped cleanly
+                log.info("gateway closed (shutdown hooks done)")
 
     def activate(self) -> Any:
         """Route model queries in this context to this gateway's database (returns a token
@@ -676,20 +777,27 @@ class HealthResource:
         self.gateway = gateway
         self.healthy_until = 0.0  # time.monotonic(); reset by KernelMiddleware on DB errors
 
+    def fresh(self) -> bool:
+        return time.monotonic() < self.healthy_until
+
+    def probe(self) -> None:
+        """``SELECT 1``; raises the database's error when it is down."""
+        now = time.monotonic()
+        self.gateway.db.execute_sql("SELECT 1").fetchone()
+        self.healthy_until = now + self.HEALTH_CACHE_S
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         resp.content_type = falcon.MEDIA_JSON
-        now = time.monotonic()
-        if now < self.healthy_until:
+        if self.fresh():
             resp.data = self.HEALTHY
             return
         try:
-            self.gateway.db.execute_sql("SELECT 1").fetchone()
+            self.probe()
         except (*DATABASE_DOWN_ERRORS, peewee.DatabaseError):
             req.context.db_broken = True
             resp.status = falcon.HTTP_503
             resp.data = self.UNHEALTHY
             return
-        self.healthy_until = now + self.HEALTH_CACHE_S
         resp.data = self.HEALTHY
 
     on_head = on_get
@@ -722,7 +830,7 @@ def create_gateway(
     TOML file; plugins named by ``FLOWORK_PLUGINS`` loaded from entry points, plus
     ``extra_plugins`` objects (for tests and embedding)."""
     config = Config(environ, settings)
-    config.declare(KERNEL, KERNEL_SETTINGS)
+    config.declare(KERNEL, KERNEL_SETTINGS + SERVER_SETTINGS)
     names = expand_plugin_names(config["FLOWORK_PLUGINS"])
     extra_names = {p.name for p in extra_plugins}
     plugins = load_plugins([n for n in names if n not in extra_names])

@@ -32,10 +32,11 @@ COMMANDS_ENTRY_POINT_GROUP = "flowork_gateway.commands"
 EXIT_FAILURE = 1  # an operational failure: database, port, file
 EXIT_USAGE = 2  # a configuration or usage error
 
+SERVERS = ("uvicorn", "waitress")
 # Waitress settings that keep slow or idle clients from pinning every worker thread.
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
-DEFAULT_THREADS = 8
+DEFAULT_THREADS = 8  # waitress's threads (they also wait on slow clients)
 CHANNEL_TIMEOUT_S = 60  # idle connection closed after this
 CONNECTION_LIMIT = 200  # open sockets beyond this wait in the listen backlog
 
@@ -44,7 +45,9 @@ def waitress_options(gateway: Gateway | None = None) -> dict[str, object]:
     """The waitress settings of ``serve`` (also used by bench/ceiling.py, the baseline app).
 
     With a gateway, also its request body bound (waitress refuses a body whose size reaches
-    ``max_request_body_size``, hence the + 1: a limit of 1 GiB admits exactly 1 GiB)."""
+    ``max_request_body_size``, hence the + 1: a limit of 1 GiB admits exactly 1 GiB). Waitress
+    spools a whole body before any code runs, so before authentication: the bound is the JSON
+    limit unless a plugin (the proxy) raised it."""
     options: dict[str, object] = {
         "channel_timeout": CHANNEL_TIMEOUT_S,
         "connection_limit": CONNECTION_LIMIT,
@@ -96,9 +99,13 @@ def _build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
                        help=f"address to listen on (default {DEFAULT_HOST}; 0.0.0.0: all IPv4)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT,
                        help=f"TCP port to listen on (default {DEFAULT_PORT})")
-    serve.add_argument("--threads", type=_positive, default=DEFAULT_THREADS,
-                       help=f"worker threads (default {DEFAULT_THREADS}; keep "
-                            "FLOWORK_DB_POOL_SIZE at least this)")
+    serve.add_argument("--threads", type=_positive, default=None,
+                       help="worker threads for plugin code (default FLOWORK_WORKER_THREADS, "
+                            f"4; under --server waitress: its threads, default {DEFAULT_THREADS}); "
+                            "keep FLOWORK_DB_POOL_SIZE above this")
+    serve.add_argument("--server", choices=SERVERS, default="uvicorn",
+                       help="uvicorn (default: REST, proxy and WebSocket) or waitress (WSGI: "
+                            "REST and proxy)")
     sub.add_parser("migrate", help="apply pending database migrations (every plugin's)",
                    description="Apply pending database migrations, kernel first, then each "
                                "plugin after the plugins it requires.")
@@ -347,22 +354,52 @@ def _run(gateway: Gateway, args: argparse.Namespace, command: Command | None) ->
 
 
 def _serve(gateway: Gateway, args: argparse.Namespace) -> int:
-    import waitress
-
-    from .app import API_PREFIX
-
+    if args.threads is not None:
+        gateway.worker_threads = args.threads
+    elif args.server == "waitress":
+        gateway.worker_threads = DEFAULT_THREADS
     gateway.migrate()
-    gateway.start()
-    log.info("serving on http://%s:%s%s (threads=%s)", args.host, args.port, API_PREFIX,
-             args.threads)
+    if args.server == "waitress":
+        return _serve_waitress(gateway, args)
+    from .serving import listen, serve_asgi
+
+    try:
+        sock = listen(args.host, args.port)
+    except OSError as exc:
+        message = listen_error_message(exc, args.host, args.port)
+        if message is None:
+            raise
+        print(f"flowork-gateway: {message}", file=sys.stderr)
+        return EXIT_FAILURE
+    gateway.asgi  # noqa: B018 - built (and plugin wrappers applied) before serving
+    _freeze_startup_objects()
+    # The ASGI lifespan sets gateway.loop and runs the startup hooks (in the worker pool),
+    # and the shutdown hooks after the graceful stop.
+    return serve_asgi(gateway, sock)
+
+
+def _freeze_startup_objects() -> None:
     # Everything alive now (modules, plugins, route tables) lives as long as the process:
     # move it out of the cyclic collector's sight, so full collections under load only walk
     # what requests allocate.
     gc.collect()
     gc.freeze()
+
+
+def _serve_waitress(gateway: Gateway, args: argparse.Namespace) -> int:
+    import waitress
+
+    from .app import API_PREFIX
+
+    gateway.server = "waitress"
+    gateway.start()
+    threads = gateway.worker_threads
+    log.info("serving on http://%s:%s%s (waitress, threads=%s)", args.host, args.port,
+             API_PREFIX, threads)
+    _freeze_startup_objects()
     try:
         server = waitress.create_server(
-            gateway, host=args.host, port=args.port, threads=args.threads,
+            gateway, host=args.host, port=args.port, threads=threads,
             **waitress_options(gateway),
         )
     except OSError as exc:

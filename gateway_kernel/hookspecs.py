@@ -95,6 +95,18 @@ def gateway_middleware(gateway: Gateway) -> list[object]:
 
 
 @hookspec
+def gateway_asgi_middleware(gateway: Gateway, app: Any) -> Any:
+    """Wrap the gateway's ASGI application; return the wrapper (an ASGI 3 app) or None.
+
+    Called once, when ``gateway.asgi`` is first built, in plugin load order: each call gets
+    the previous result, so the last plugin's wrapper is outermost. A wrapper sees every
+    scope (``lifespan``, ``http``, ``websocket``) and must pass what it does not handle to
+    ``app`` (the lifespan always: it runs the gateway's startup and shutdown). This is how a
+    plugin serves WebSocket on the REST port. Not called under ``serve --server waitress``.
+    """
+
+
+@hookspec
 def gateway_cors_headers() -> list[str]:
     """Extra request header names browsers may send (beyond the auth schemes' own)."""
 
@@ -134,7 +146,9 @@ def gateway_admit(gateway: Gateway, req: falcon.Request, resp: falcon.Response,
     """Called for every request to a route or sink after authentication (``principal`` is
     None on public routes), before its responder; ``group`` is the name of the plugin that
     owns the route (``kernel`` for the kernel's own). Raise a ``GatewayError`` to refuse it
-    (rate limits answer 429); may set response headers. Runs in a worker thread."""
+    (rate limits answer 429); may set response headers. Runs in a worker thread. A plugin
+    that admits everything under its current settings sets ``admits_nothing = True`` on
+    itself in ``gateway_configure``: the kernel then leaves it out of this hook."""
 
 
 @hookspec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import re
 from typing import Any
@@ -14,16 +15,37 @@ from .errors import GatewayError, bad_request, not_found
 DEFAULT_MAX_BODY = 1024 * 1024
 
 
+def body_stream(req: falcon.Request) -> Any:
+    """A blocking file-like view of the request body on either server (see read_body): under
+    the ASGI server, the kernel's (the body read already, or read from the event loop as the
+    synchronous code asks for it); under WSGI, ``req.bounded_stream``."""
+    stream = getattr(req.context, "body_stream", None)
+    if stream is not None:
+        return stream
+    prefetched = getattr(req.context, "prefetched_body", None)
+    if prefetched is not None:
+        return io.BytesIO(prefetched)
+    return req.bounded_stream
+
+
 def body_too_large(limit: int) -> GatewayError:
     return GatewayError(413, "body_too_large", f"Request body exceeds {limit} bytes")
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
-    """The raw body, refusing more than ``limit`` bytes (declared or actually sent)."""
+    """The raw body, refusing more than ``limit`` bytes (declared or actually sent).
+
+    Under the ASGI server the kernel has already read a route's body (bounded, after
+    authentication) into ``req.context.prefetched_body``; otherwise it is read here."""
     length = req.content_length
     if length is not None and length > limit:
         raise body_too_large(limit)
-    data = req.bounded_stream.read(limit + 1)
+    prefetched = getattr(req.context, "prefetched_body", None)
+    if prefetched is not None:
+        if len(prefetched) > limit:
+            raise body_too_large(limit)
+        return prefetched
+    data = body_stream(req).read(limit + 1)
     if len(data) > limit:
         raise body_too_large(limit)
     return data

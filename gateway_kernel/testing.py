@@ -2,7 +2,8 @@
 
 - ``make_gateway(plugins="bundled", settings=None, extra_plugins=())``: a migrated, started
   gateway on a throwaway database; closed after the test.
-- ``gateway`` / ``client``: the bundled gateway and a ``falcon.testing.TestClient`` for it.
+- ``gateway`` / ``client``: the bundled gateway and a :class:`GatewayTestClient` for it (the
+  ASGI app by default, the WSGI app when ``FLOWORK_TEST_SERVER=waitress``).
 - ``make_postgres_database()``: a fresh PostgreSQL database URL, dropped after the test.
 
 Set ``FLOWORK_TEST_POSTGRES_URL`` (e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``)
@@ -16,20 +17,63 @@ Fixtures never read the process environment for gateway settings: what a test pa
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import falcon.testing
+import falcon.util.sync
 import pytest
 
 from .api import GatewayPlugin
 from .app import Gateway, create_gateway
 
 POSTGRES_ENV = "FLOWORK_TEST_POSTGRES_URL"
+#: Which of a gateway's two faces tests drive: "uvicorn" (ASGI, the default) or "waitress" (WSGI).
+SERVER_ENV = "FLOWORK_TEST_SERVER"
 SERVICE_SECRET = "test-service-secret-" + "x" * 16
+
+
+def test_server() -> str:
+    """``FLOWORK_TEST_SERVER``: "waitress" (tests drive the WSGI app) or the default server."""
+    return "waitress" if os.environ.get(SERVER_ENV, "").strip() == "waitress" else "uvicorn"
+
+
+def served_app(gateway: Gateway) -> Any:
+    """The app tests should drive for ``gateway``: its ASGI app, or itself (WSGI) under
+    ``FLOWORK_TEST_SERVER=waitress``."""
+    return gateway if test_server() == "waitress" else gateway.asgi
+
+
+class _RunnerPerThread:
+    """falcon.testing drives an ASGI app on one module-wide asyncio.Runner, so two threads
+    simulating requests at once fail ("event loop is already running"). Tests do that (races
+    on first sign-in, concurrent claims): give each thread its own runner."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def __call__(self) -> asyncio.Runner:
+        runner = getattr(self._local, "runner", None)
+        if runner is None or runner.get_loop().is_closed():
+            runner = self._local.runner = asyncio.Runner()
+        return runner
+
+
+falcon.util.sync._active_runner = _RunnerPerThread()
+
+
+class GatewayTestClient(falcon.testing.TestClient):
+    """``falcon.testing.TestClient`` for a gateway, on the app :func:`served_app` picks.
+    ``client.gateway`` is the gateway."""
+
+    def __init__(self, gateway: Gateway, **kwargs: Any) -> None:
+        super().__init__(served_app(gateway), **kwargs)
+        self.gateway = gateway
 
 
 def postgres_admin_url() -> str | None:
@@ -160,9 +204,9 @@ def gateway(make_gateway: GatewayFactory) -> Gateway:
 
 
 @pytest.fixture
-def client(gateway: Gateway) -> falcon.testing.TestClient:
-    """A Falcon test client for ``gateway``."""
-    return falcon.testing.TestClient(gateway)
+def client(gateway: Gateway) -> GatewayTestClient:
+    """A Falcon test client for ``gateway`` (ASGI unless ``FLOWORK_TEST_SERVER=waitress``)."""
+    return GatewayTestClient(gateway)
 
 
 @pytest.fixture

@@ -7,6 +7,37 @@ import pytest
 from openapi_check import check
 
 from gateway_kernel.app import Gateway
+from gateway_kernel.testing import served_app
+
+
+@pytest.fixture(autouse=True)
+def _serve_gateways_as_configured(monkeypatch):
+    """``TestClient(gateway)`` anywhere in the suite drives the app FLOWORK_TEST_SERVER picks
+    (ASGI by default, WSGI under ``waitress``); ``client.gateway`` keeps the gateway."""
+    original = falcon.testing.TestClient.__init__
+
+    def init(self, app, *args, **kwargs):
+        if isinstance(app, Gateway):
+            self.gateway = app
+            app = served_app(app)
+        original(self, app, *args, **kwargs)
+
+    monkeypatch.setattr(falcon.testing.TestClient, "__init__", init)
+
+    # falcon.testing always adds its own Host header to an ASGI scope, after the test's: a
+    # real client sends one. Pass the test's Host as the simulated host instead.
+    original_simulate = falcon.testing.TestClient.simulate_request
+
+    def simulate_request(self, *args, **kwargs):
+        headers = kwargs.get("headers")
+        if headers and "host" not in kwargs and not isinstance(self.app, Gateway):
+            host = [k for k in headers if k.lower() == "host"]
+            if host:
+                kwargs["headers"] = {k: v for k, v in headers.items() if k not in host}
+                kwargs["host"] = headers[host[0]]
+        return original_simulate(self, *args, **kwargs)
+
+    monkeypatch.setattr(falcon.testing.TestClient, "simulate_request", simulate_request)
 
 
 @pytest.fixture(autouse=True)
@@ -18,8 +49,9 @@ def _validate_responses_against_openapi(monkeypatch, request):
 
     def simulate_request(self, method="GET", path="/", *args, **kwargs):
         result = original(self, method, path, *args, **kwargs)
-        if isinstance(self.app, Gateway) and not kwargs.get("_stream_result"):
-            check(self.app, method.upper(), path, result.status_code,
+        gateway = getattr(self, "gateway", None)
+        if isinstance(gateway, Gateway) and not kwargs.get("_stream_result"):
+            check(gateway, method.upper(), path, result.status_code,
                   result.headers.get("content-type", ""), result.content)
         return result
 

@@ -62,15 +62,19 @@ class GatewayProcess:
 
     @classmethod
     def start(cls, settings: Mapping[str, str], log_dir: Path, threads: int = 4,
-              port: int | None = None, wait: float = 60.0) -> GatewayProcess:
-        """Start a server and wait until its health check answers (healthy or not)."""
+              port: int | None = None, wait: float = 60.0,
+              server: str | None = None) -> GatewayProcess:
+        """Start a server and wait until its health check answers (healthy or not).
+
+        ``server``: "uvicorn" or "waitress"; default: FLOWORK_TEST_SERVER, else serve's own."""
         port = port or free_port()
+        server = server or os.environ.get("FLOWORK_TEST_SERVER") or None
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"gateway-{port}.log"
         handle = open(log_path, "ab")  # closed in stop()
         proc = subprocess.Popen(
             [gateway_executable(), "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--threads", str(threads)],
+             "--threads", str(threads), *(["--server", server] if server else [])],
             env=clean_environment(settings), stdout=handle, stderr=subprocess.STDOUT,
             cwd=log_dir,
         )

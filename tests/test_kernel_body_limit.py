@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
-from gateway_kernel.app import DEFAULT_REQUEST_BODY_LIMIT
 from gateway_kernel.cli import waitress_options
 
 GIB = 1024**3
+MIB = 1024**2
 
 
-def test_serve_admits_a_body_of_exactly_the_limit(make_gateway):
+def test_without_the_proxy_waitress_admits_only_json_bodies(make_gateway):
+    # Waitress spools a body before anything authenticates it: without a plugin needing
+    # uploads, nothing larger than a JSON body is ever accepted (+ 1: waitress refuses a body
+    # whose size reaches max_request_body_size).
     gateway = make_gateway(plugins="none")
-    assert gateway.request_body_limit == DEFAULT_REQUEST_BODY_LIMIT == GIB
-    # waitress answers 413 when content_length >= max_request_body_size
+    assert gateway.request_body_limit == gateway.max_body == MIB
+    assert waitress_options(gateway)["max_request_body_size"] == MIB + 1
+
+
+def test_the_proxy_raises_the_bound_to_its_upload_limit(make_gateway):
+    gateway = make_gateway(plugins="bundled")
     assert waitress_options(gateway)["max_request_body_size"] == GIB + 1
 
 

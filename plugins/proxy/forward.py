@@ -22,7 +22,7 @@ import httpx
 
 from gateway_kernel.errors import GatewayError, bad_request, not_found, unavailable
 from gateway_kernel.hookspecs import EngineTarget
-from gateway_kernel.http import body_too_large
+from gateway_kernel.http import body_stream, body_too_large
 
 from .breaker import CircuitBreaker
 from .cache import CachedResponse, CacheKey, ResponseCache, freshness
@@ -189,7 +189,7 @@ class Forwarder:
         encoded = engine_path(path)
         cache_key = None
         if self.cache is not None and req.method in ("GET", "HEAD"):
-            cache_key = (encoded, req.env.get("QUERY_STRING", ""),
+            cache_key = (encoded, req.query_string,
                          (req.get_header("Accept-Encoding") or "").replace(" ", "").lower())
             hit = self.cache.get(cache_key)
             if hit is not None:
@@ -215,10 +215,10 @@ class Forwarder:
         length = req.content_length or 0
         if length > self.settings.max_upload_bytes:
             raise body_too_large(self.settings.max_upload_bytes)
-        query = req.env.get("QUERY_STRING", "")
+        query = _raw_query(req)
         rest = "/api/v1" + encoded
         if query:
-            rest += "?" + quote(query.encode("latin-1", "replace"), safe=_QUERY_SAFE)
+            rest += "?" + quote(query, safe=_QUERY_SAFE)
         origin = _origin(base)
 
         headers = self._request_headers(req, principal, target, public)
@@ -239,7 +239,7 @@ class Forwarder:
         self.gateway.release_db()
         exchange = Exchange(self.settings.timeout_s, self.settings.max_duration_s, guard,
                             uploading=bool(length))
-        body = _upload(req.bounded_stream, length, exchange) if length else None
+        body = _upload(body_stream(req), length, exchange) if length else None
         retries = 1 if req.method in RETRYABLE and body is None else 0
         upstream = self._send(req.method, origin.address, _target(origin, base, rest), raw_headers,
                               body, exchange, key, retries)
@@ -341,17 +341,13 @@ class Forwarder:
     def _request_headers(self, req: falcon.Request, principal: Principal | None,
                          target: EngineTarget, public: bool) -> dict[str, str]:
         """The headers to forward (lowercase names), per API.md's removed/kept/added lists."""
-        env = req.env
-        named = env.get("HTTP_CONNECTION", "")
+        received = req.headers_lower  # lowercase names on both servers (WSGI and ASGI)
+        named = received.get("connection", "")
         connection = {t.strip().lower() for t in named.split(",")} if named else set()
         trusted = self._trusted(req.remote_addr)
         headers: dict[str, str] = {}
-        for key, value in env.items():
-            if key.startswith("HTTP_"):
-                name = key[5:].replace("_", "-").lower()
-            elif key == "CONTENT_TYPE" and value:
-                name = "content-type"
-            else:
+        for name, value in received.items():
+            if name == "content-type" and not value:
                 continue
             if name in _REQUEST_DROP or name in connection:
                 continue
@@ -366,7 +362,7 @@ class Forwarder:
         chain = headers.get("x-forwarded-for")  # present only from a trusted proxy
         headers["x-forwarded-for"] = f"{chain}, {peer}" if chain else peer
         headers.setdefault("x-forwarded-proto", req.scheme)
-        headers.setdefault("x-forwarded-host", env.get("HTTP_HOST") or req.host)
+        headers.setdefault("x-forwarded-host", received.get("host") or req.host)
         via = headers.get("via")
         headers["via"] = f"{via}, {VIA}" if via else VIA
         headers["x-request-id"] = req.context.request_id
@@ -395,6 +391,14 @@ def _encode(value: str) -> bytes:
         return value.encode("latin-1")
     except UnicodeEncodeError:
         return value.encode("utf-8")
+
+
+def _raw_query(req: falcon.Request) -> bytes:
+    """The query string as received (ASGI: the raw bytes; WSGI: latin-1, as PEP 3333 says)."""
+    scope = getattr(req, "scope", None)
+    if scope is not None:
+        return scope.get("query_string", b"")
+    return req.query_string.encode("latin-1", "replace")
 
 
 def _upload(stream: Any, length: int, exchange: Exchange) -> Iterator[bytes]:

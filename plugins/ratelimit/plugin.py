@@ -40,6 +40,8 @@ class RateLimitPlugin(GatewayPlugin):
             raise ConfigError(f"FLOWORK_RATE_LIMITS: unknown route group(s) {unknown}; "
                               f"groups are plugin names ({', '.join(sorted(groups))})")
         self.limiter = Limiter(cfg) if cfg.rules else None
+        # No rules: the kernel skips gateway_admit altogether (no per-request call).
+        self.admits_nothing = self.limiter is None
 
     @hookimpl
     def gateway_admit(self, gateway: Gateway, req: falcon.Request, resp: falcon.Response,

@@ -50,6 +50,32 @@ class HelloResource:
         send_json(resp, {"message": f"{self.plugin.greeting}, {account.username}!", "visits": visits})
 
 
+class EchoSocket:
+    """ASGI wrapper: a WebSocket echo at ``/api/v1/hello/echo``; everything else (HTTP,
+    lifespan, other sockets) goes to the gateway's app."""
+
+    PATH = "/api/v1/hello/echo"
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "websocket" or scope["path"] != self.PATH:
+            await self.app(scope, receive, send)
+            return
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        while True:
+            event = await receive()
+            if event["type"] != "websocket.receive":
+                return
+            if event.get("text") is not None:
+                await send({"type": "websocket.send", "text": event["text"]})
+            else:
+                await send({"type": "websocket.send", "bytes": event.get("bytes") or b""})
+
+
 class HelloPlugin(GatewayPlugin):
     name = "hello"
     version = "0.1.0"
@@ -75,6 +101,11 @@ class HelloPlugin(GatewayPlugin):
     def gateway_routes(self, gateway) -> list[Route]:
         # "user": any enabled scheme that produces user principals (auth_crypto by default).
         return [Route("/hello", HelloResource(self), "user")]
+
+    @hookimpl
+    def gateway_asgi_middleware(self, gateway, app):
+        # WebSocket on the REST port (default server only): wrap the gateway's ASGI app.
+        return EchoSocket(app)
 
     @hookimpl
     def gateway_openapi(self, gateway) -> dict:

@@ -53,3 +53,15 @@ def test_enabled_without_a_user_scheme_fails_loudly(make_gateway):
     # hello needs "user" principals; enabled alone, no plugin supplies them.
     with pytest.raises(PluginError, match=r"'hello'.*user"):
         make_gateway(plugins="hello")
+
+
+def test_websocket_echo_on_the_rest_port(make_gateway):
+    gateway = make_gateway(plugins="bundled,hello")
+
+    async def talk() -> str:
+        async with falcon.testing.ASGIConductor(gateway.asgi) as conductor:
+            async with conductor.simulate_ws("/api/v1/hello/echo") as ws:
+                await ws.send_text("ping")
+                return await ws.receive_text()
+
+    assert falcon.async_to_sync(talk) == "ping"
