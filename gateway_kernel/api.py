@@ -108,6 +108,14 @@ class Route:
     path: str
     resource: object
     auth: Auth
+    #: False: ``path`` is absolute, not under the API prefix (the kernel's ``/metrics``).
+    prefixed: bool = True
+
+    @property
+    def full_path(self) -> str:
+        from .app import API_PREFIX
+
+        return API_PREFIX + self.path if self.prefixed else self.path
 
     def auth_for(self, method: str) -> str:
         if isinstance(self.auth, str):

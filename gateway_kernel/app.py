@@ -28,6 +28,7 @@ from .config import (
     Config,
     ConfigError,
     Setting,
+    as_choice,
     as_int,
     as_list,
     as_origins,
@@ -47,6 +48,18 @@ from .db import (
     release_connection,
 )
 from .errors import GatewayError, handle_unexpected, serialize_error
+from .observe import (
+    CONTEXT_KEY,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    REQUEST_ID,
+    Metrics,
+    ObservedASGI,
+    Observer,
+    observed_wsgi_call,
+    set_route,
+    sink_route,
+)
 from .throttle import AuthThrottle, build_throttle, client_address, log_auth_failure
 from .workers import WorkerPool
 
@@ -67,6 +80,13 @@ KERNEL_SETTINGS = (
     Setting("FLOWORK_DB_POOL_TIMEOUT_S", as_seconds(0, 600), 10.0, "wait for a pooled connection"),
     Setting("FLOWORK_REDIS_URL", as_str, None,
             "Redis for state shared between instances (default none)"),
+    Setting("FLOWORK_LOG_FORMAT", as_choice(LOG_FORMATS), "text",
+            "log lines as text or json (one object per line)"),
+    Setting("FLOWORK_LOG_LEVEL", as_choice(LOG_LEVELS), "info",
+            "lowest level logged; info includes one access line per request"),
+    Setting("FLOWORK_METRICS_ADDRESS", as_str, None,
+            "host:port of a separate listener serving /metrics without auth (default: none; "
+            "GET /metrics with the service key always works)"),
     Setting("FLOWORK_AUTH_FAIL_LIMIT", as_int(0), 300,
             "failed authentications per client address and window before 429 (0: off)"),
     Setting("FLOWORK_AUTH_FAIL_WINDOW_S", as_seconds(1, 86400), 300.0,
@@ -230,6 +250,18 @@ class Gateway:
         self._pool: WorkerPool | None = None
         self._health_pool: WorkerPool | None = None
         self._asgi: Any = None
+        #: Prometheus series of this gateway; plugins add theirs (``metrics.counter`` …).
+        self.metrics = Metrics()
+        self._observer = Observer(self.metrics)
+        self._metrics_server: Any = None
+        self.metrics.gauge("flowork_worker_queue_depth",
+                           "Calls waiting for a free worker thread").set_function(
+            lambda: self._pool.queue_depth() if self._pool is not None else 0)
+        if hasattr(self.db, "_in_use"):  # a pooled database (PostgreSQL, CockroachDB)
+            pool_use = self.metrics.gauge("flowork_db_pool_connections",
+                                          "Pooled database connections", ("state",))
+            pool_use.labels("in_use").set_function(lambda: len(self.db._in_use))
+            pool_use.labels("idle").set_function(lambda: len(self.db._connections))
 
         token = activate(self.db)
         try:
@@ -372,8 +404,9 @@ class Gateway:
             except falcon.HTTPError as exc:
                 # A credential was presented and refused: log it, count it for the throttle.
                 if exc.status_code == 401:
-                    log_auth_failure(scheme.name, getattr(exc, "code", "unauthorized"), client,
-                                     req.path)
+                    code = getattr(exc, "code", "unauthorized")
+                    log_auth_failure(scheme.name, code, client, req.path)
+                    self.metrics.auth_failures.labels(scheme.name, code).inc()
                     if throttle is not None:
                         throttle.failed(client)
                 raise
@@ -447,6 +480,9 @@ class Gateway:
             (KERNEL, Route("/system/health", self.health, "public")),
             (KERNEL, Route("/openapi.json", OpenAPIResource(self), "public")),
         ]
+        if "service" in self.schemes:  # else only FLOWORK_METRICS_ADDRESS serves them
+            routes.append((KERNEL, Route("/metrics", MetricsResource(self.metrics), "service",
+                                         prefixed=False)))
         for plugin, items in self._per_plugin("gateway_routes", gateway=self):
             routes.extend((plugin, r) for r in items)
         for plugin, route in routes:
@@ -478,7 +514,7 @@ class Gateway:
         self.routes.append((plugin, route))
         served = {m for m in falcon.COMBINED_METHODS if hasattr(route.resource, f"on_{m.lower()}")}
         _RouteAuth.attach(route.resource, route, served, plugin)
-        app.add_route(API_PREFIX + route.path, route.resource)
+        app.add_route(route.full_path, route.resource)
 
     def owns_path(self, req: falcon.Request) -> bool:
         """True if the path is a route's path spelled another way: with trailing slashes, or
@@ -502,9 +538,11 @@ class Gateway:
             [unquote(s) for s in raw[len(API_PREFIX):].split("/")[1:]])
 
     def enter_sink(self, req: falcon.Request, resp: falcon.Response, auth: str,
-                   owner: str) -> None:
+                   owner: str, route: str = "") -> None:
         """What every sink request passes first (both servers): a route's path in another
-        spelling is 404, never the sink; then authentication and admission."""
+        spelling is 404, never the sink; then authentication and admission. ``route`` is the
+        sink's label in access logs and metrics."""
+        req.context.route = route
         if self.owns_path(req):
             raise GatewayError(404, "not_found", "Not found")
         self.authenticate(req, auth, sink=True)
@@ -526,9 +564,10 @@ class Gateway:
         prefix = (API_PREFIX + sink.prefix).rstrip("/")
         pattern = self.sink_pattern(prefix)
         gateway = self
+        route = sink_route(prefix)
 
         def responder(req: falcon.Request, resp: falcon.Response, path: str | None = None) -> None:
-            gateway.enter_sink(req, resp, sink.auth, plugin)
+            gateway.enter_sink(req, resp, sink.auth, plugin, route)
             sink.handler(req, resp, (sink.prefix.rstrip("/") + (path or "")) or "/")
 
         self.sinks.append((plugin, sink))
@@ -550,7 +589,9 @@ class Gateway:
         if self._asgi is None:
             from .asgi import build_asgi_app
 
-            app = build_asgi_app(self, self._kernel_middleware, self._plugin_middleware)
+            app = ObservedASGI(
+                build_asgi_app(self, self._kernel_middleware, self._plugin_middleware),
+                self._observer)
             order = {name: i for i, name in enumerate(self.plugins)}
             caller = self.pm.hook.gateway_asgi_middleware
             for impl in sorted(caller.get_hookimpls(),
@@ -609,6 +650,7 @@ class Gateway:
             close_all = getattr(self.db, "close_all", None)
             if close_all:
                 close_all()
+            self._stop_metrics_listener()
             for pool in (self._pool, self._health_pool):
                 if pool is not None:
                     pool.shutdown()
@@ -637,9 +679,34 @@ class Gateway:
     def __call__(self, environ: dict, start_response: Any) -> Iterable[bytes]:
         token = activate(self.db)
         try:
-            return self.app(environ, start_response)
+            return observed_wsgi_call(self.app, self._observer, environ, start_response)
         finally:
             deactivate(token)
+
+    # -- observability ---------------------------------------------------------------------
+
+    def start_metrics_listener(self) -> None:
+        """Serve /metrics without auth on FLOWORK_METRICS_ADDRESS (host:port), if set."""
+        address = self.config["FLOWORK_METRICS_ADDRESS"]
+        if not address or self._metrics_server is not None:
+            return
+        from prometheus_client import start_http_server
+
+        host, _, port = address.rpartition(":")
+        try:
+            self._metrics_server = start_http_server(int(port), host.strip("[]") or "127.0.0.1",
+                                                     registry=self.metrics.registry)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"FLOWORK_METRICS_ADDRESS {address!r}: {exc}") from None
+        log.info("metrics on http://%s/metrics", address)
+
+    def _stop_metrics_listener(self) -> None:
+        if self._metrics_server is not None:
+            server, thread = self._metrics_server
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+            self._metrics_server = None
 
 
 def _raw_path(req: falcon.Request) -> str | None:
@@ -728,6 +795,10 @@ class KernelMiddleware:
         req.context.request_id = request_id
         req.context.max_body = self.max_body
         req.context.principal = None
+        REQUEST_ID.set(request_id)  # on every log line this request causes
+        # For the access log written after the last byte, outside Falcon (observe.py).
+        carrier = getattr(req, "scope", None)
+        (carrier if carrier is not None else req.env)[CONTEXT_KEY] = req.context
         resp.set_header("X-Request-ID", request_id)
         if self.any_origin:
             resp.set_header("Access-Control-Allow-Origin", "*")
@@ -756,10 +827,24 @@ class KernelMiddleware:
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object,
                          req_succeeded: bool) -> None:
+        set_route(req)
         broken = getattr(req.context, "db_broken", False)
         if broken:
             self.gateway.health.healthy_until = 0.0
         release_connection(self.gateway.db, broken=broken)
+
+
+class MetricsResource:
+    """GET /metrics: Prometheus text format (service principal)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        from .observe import METRICS_CONTENT_TYPE
+
+        resp.content_type = METRICS_CONTENT_TYPE
+        resp.data = self.metrics.render()
 
 
 class HealthResource:

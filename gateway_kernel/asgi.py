@@ -31,6 +31,7 @@ import peewee
 from .db import DATABASE_DOWN_ERRORS
 from .errors import GatewayError, handle_unexpected, serialize_error
 from .http import body_too_large
+from .observe import set_route, sink_route
 
 if TYPE_CHECKING:
     from .api import Route, Sink
@@ -288,8 +289,12 @@ def _sink_responder(gateway: Gateway, sink: Sink, owner: str) -> Callable:
     base = sink.prefix.rstrip("/")
     silence_s = gateway.config["FLOWORK_SERVER_IDLE_TIMEOUT_S"]
 
+    from .app import API_PREFIX
+
+    route = sink_route((API_PREFIX + sink.prefix).rstrip("/"))
+
     def authenticate(req: Any, resp: Any) -> None:
-        gateway.enter_sink(req, resp, sink.auth, owner)
+        gateway.enter_sink(req, resp, sink.auth, owner, route)
 
     def call(req: Any, resp: Any, path: str) -> None:
         authenticate(req, resp)
@@ -362,6 +367,7 @@ class _KernelMiddleware:
 
     async def process_response(self, req: falcon.asgi.Request, resp: falcon.asgi.Response,
                                resource: object, req_succeeded: bool) -> None:
+        set_route(req)
         if getattr(req.context, "db_broken", False):
             self.gateway.health.healthy_until = 0.0
 
@@ -411,7 +417,7 @@ def build_asgi_app(gateway: Gateway, sync_middleware: Any,
     for plugin, route in gateway.routes:
         resource = (_AsyncHealth(gateway) if route.resource is gateway.health
                     else _AsyncResource(gateway, route, plugin))
-        app.add_route(API_PREFIX + route.path, resource)
+        app.add_route(route.full_path, resource)
     for plugin, sink in gateway.sinks:
         prefix = (API_PREFIX + sink.prefix).rstrip("/")
         app.add_sink(_sink_responder(gateway, sink, plugin), gateway.sink_pattern(prefix))

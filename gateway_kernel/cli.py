@@ -354,6 +354,14 @@ def _run(gateway: Gateway, args: argparse.Namespace, command: Command | None) ->
 
 
 def _serve(gateway: Gateway, args: argparse.Namespace) -> int:
+    from .observe import configure_logging
+
+    configure_logging(gateway.config["FLOWORK_LOG_FORMAT"], gateway.config["FLOWORK_LOG_LEVEL"])
+    try:
+        gateway.start_metrics_listener()
+    except ConfigError as exc:
+        print(f"flowork-gateway: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     if args.threads is not None:
         gateway.worker_threads = args.threads
     elif args.server == "waitress":

@@ -13,7 +13,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,18 @@ def as_secret(min_length: int = 32) -> Callable[[Any], str | None]:
             raise ValueError(f"must be at least {min_length} characters long (got {len(text)}); "
                              f"generate one with: python -c \"import secrets; "
                              f"print(secrets.token_urlsafe(32))\"")
+        return text
+
+    return parse
+
+
+def as_choice(choices: Sequence[str]) -> Callable[[Any], str]:
+    """One of ``choices`` (case-insensitive)."""
+
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
         return text
 
     return parse

@@ -26,6 +26,8 @@ SECURITY_BY_KIND: dict[str, list[dict[str, list[str]]]] = {
     "service": [{"ApiKey": []}],
 }
 
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
 _STATUS_TEXT = {
     400: "Bad request", 401: "Not authenticated", 404: "Not found", 405: "Method not allowed",
     409: "Conflict", 413: "Body too large", 429: "Too many requests", 500: "Internal error",
@@ -143,6 +145,14 @@ def build_document(gateway: Gateway) -> dict[str, Any]:
             "securitySchemes": {},
         },
     }
+    if "service" in gateway.schemes:
+        doc["paths"]["/metrics"] = {
+            "servers": [{"url": "/"}],  # not under the API prefix: where Prometheus looks
+            "get": op("Prometheus metrics (text format 0.0.4)", "service", {
+                200: {"description": "Metrics", "content": {"text/plain": {
+                    "schema": {"type": "string"}}}},
+            }, tags=["system"]),
+        }
     for _plugin, part in gateway._per_plugin("gateway_openapi", gateway=gateway):
         for path, item in part.get("paths", {}).items():
             doc["paths"].setdefault(path, {}).update(item)
@@ -153,7 +163,9 @@ def build_document(gateway: Gateway) -> dict[str, Any]:
         for status, codes in errors.items():
             common.setdefault(int(status), []).extend(codes)
     for item in doc["paths"].values():
-        for operation in item.values():
+        for method, operation in item.items():
+            if method not in _METHODS:
+                continue
             responses = operation.setdefault("responses", {})
             for status, codes in common.items():
                 responses.setdefault(str(status), error(_STATUS_TEXT.get(status, "Error"),

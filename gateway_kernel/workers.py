@@ -17,6 +17,7 @@ from typing import Any
 import peewee
 
 from .db import DATABASE_DOWN_ERRORS, activate, release_connection
+from .observe import REQUEST_ID
 
 _STOP = None
 
@@ -60,18 +61,20 @@ class WorkerPool:
             self._start()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put((loop, future, fn, args, kwargs))
+        self._queue.put((loop, future, fn, args, kwargs, REQUEST_ID.get()))
         return await future
 
     def _work(self) -> None:
         activate(self.db)  # this thread's context: queries go to this gateway's database
         db = self.db
         get = self._queue.get
+        set_request_id = REQUEST_ID.set
         while True:
             item = get()
             if item is _STOP:
                 return
-            loop, future, fn, args, kwargs = item
+            loop, future, fn, args, kwargs, request_id = item
+            set_request_id(request_id)  # log lines from plugin code name their request
             broken = False
             try:
                 result = fn(*args, **kwargs)
@@ -88,6 +91,10 @@ class WorkerPool:
                 loop.call_soon_threadsafe(_resolve, future, result)
             except RuntimeError:
                 pass
+
+    def queue_depth(self) -> int:
+        """Calls waiting for a free worker thread."""
+        return self._queue.qsize()
 
     def shutdown(self) -> None:
         """Let the threads finish their current call and exit (does not wait)."""
