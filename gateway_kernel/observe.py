@@ -244,8 +244,10 @@ class ObservedASGI:
             await self.app(scope, receive, counting_send)
         finally:
             client = scope.get("client")
+            # A (host, port) pair; falcon.testing passes an iterator, which only Falcon reads.
             self.observer.finish(scope["method"], scope.get(CONTEXT_KEY) or _Context, status,
-                                 started, sent, client[0] if client else None)
+                                 started, sent,
+                                 client[0] if isinstance(client, tuple | list) else None)
             REQUEST_ID.set("-")
 
 
