@@ -21,6 +21,9 @@ from .verify import is_acceptable_case, is_address
 MAX_MESSAGE_HEADER = 4096
 
 LEGACY_RE = re.compile(r"flowork_api_auth\|(0x[0-9a-fA-F]{40})\|([0-9]{1,12})")
+#: The realtime GUI's sign-in message: accepted only for socket sign-ins (``socket=True``),
+#: with the legacy message's rules, so a socket signature is never a REST credential.
+SOCKET_RE = re.compile(r"flowork_socket_auth\|(0x[0-9a-fA-F]{40})\|([0-9]{1,12})")
 _B64_RE = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 _SIWE_PREAMBLE = " wants you to sign in with your Ethereum account:"
@@ -56,13 +59,18 @@ class SignedMessage:
     chain_id: int | None = None
 
 
-def parse(header: str) -> SignedMessage:
-    """Parse an ``X-Signed-Message`` header (format only; no clock, domain or crypto)."""
+def parse(header: str, socket: bool = False) -> SignedMessage:
+    """Parse an ``X-Signed-Message`` header (format only; no clock, domain or crypto).
+
+    ``socket``: the message signs a realtime connection, so ``flowork_socket_auth|…`` is
+    accepted too."""
     if len(header) > MAX_MESSAGE_HEADER:
         raise MessageError("malformed_message", "X-Signed-Message is too long")
     if header.startswith("b64:"):
         return parse_siwe(_decode_b64(header[4:]))
     match = LEGACY_RE.fullmatch(header)
+    if match is None and socket:
+        match = SOCKET_RE.fullmatch(header)
     if match is None:
         raise MessageError(
             "malformed_message",

@@ -176,14 +176,18 @@ class CryptoUserScheme(AuthScheme):
         if len(address) > 42 or len(signature) > 132 or len(text) > messages.MAX_MESSAGE_HEADER:
             raise unauthorized("malformed_message", "An authentication header is too long")
         now = self.clock()
+        # A realtime sign-in (the realtime plugin sets this on the request it builds) may
+        # also use the socket message format; the flag is part of the cache key, so a
+        # socket signature never passes as a REST one.
+        socket = getattr(req.context, "socket_sign_in", False) is True
         # Long (SIWE) messages are keyed by digest so a full cache stays a few MB.
         message_key = text if len(text) <= 128 else hashlib.sha256(
             text.encode("utf-8", "surrogatepass")).digest()
-        key = (address.lower(), message_key, signature.lower())
+        key = (address.lower(), message_key, signature.lower(), socket)
         verified = self.verified.get(key, now)
         fresh = verified is None
         if verified is None:
-            verified = self.verify(address, signature, text, now)
+            verified = self.verify(address, signature, text, now, socket)
         cached = self.account(verified.address)
         if cached.revoked_before is not None and verified.issued_at <= cached.revoked_before:
             raise revoked(cached.revoked_before - now)
@@ -230,12 +234,13 @@ class CryptoUserScheme(AuthScheme):
             self._next_purge = now + SPENT_PURGE_EVERY_S
             SpentSignature.delete().where(SpentSignature.expires_at <= _naive_utc(now)).execute()
 
-    def verify(self, address: str, signature: str, text: str, now: float) -> Verified:
+    def verify(self, address: str, signature: str, text: str, now: float,
+               socket: bool = False) -> Verified:
         """Every check, cheapest first; the key is recovered only if all others pass."""
         if not is_address(address):
             raise unauthorized("malformed_message", "X-User-Address must be a 0x address")
         try:
-            message = messages.parse(text)
+            message = messages.parse(text, socket)
             if message.address.lower() != address.lower():
                 raise MessageError(
                     "address_mismatch", "The signed message names another address than "

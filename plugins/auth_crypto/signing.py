@@ -105,3 +105,8 @@ class Signer:
             "X-Signature": self.sign(text),
             "X-Signed-Message": encode_b64_message(text),
         }
+
+
+def socket_message(address: str, timestamp: int | None = None) -> str:
+    """``flowork_socket_auth|<address>|<unix seconds>``: what the GUI signs for its socket."""
+    return f"flowork_socket_auth|{address}|{int(time.time()) if timestamp is None else timestamp}"

@@ -77,6 +77,9 @@ class DisabledComponents:
 class DisabledComponentItem:
     """PUT/DELETE /system/disabled-components/{component_id}."""
 
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
     def on_put(self, req: falcon.Request, resp: falcon.Response, component_id: str) -> None:
         check_component_id(component_id)
         reason = read_json_object(req).get("reason", "")
@@ -84,12 +87,15 @@ class DisabledComponentItem:
             reason = ""
         if not isinstance(reason, str) or len(reason.strip()) > REASON_MAX:
             raise bad_request(f"'reason' must be a string of at most {REASON_MAX} characters")
-        send_json(resp, component_json(disable(component_id, reason.strip())))
+        row = disable(component_id, reason.strip())
+        self.gateway.hook.flowork_kill_switch_changed(component_id=component_id, disabled=True)
+        send_json(resp, component_json(row))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, component_id: str) -> None:
         check_component_id(component_id)
         if not enable(component_id):
             raise not_found("Component is not disabled")
+        self.gateway.hook.flowork_kill_switch_changed(component_id=component_id, disabled=False)
         send_json(resp, {"message": f"Component {component_id} enabled"})
 
 

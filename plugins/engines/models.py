@@ -13,7 +13,7 @@ from typing import Any
 
 import peewee
 
-from gateway_kernel import Account, BaseModel, create_tables, utcnow
+from gateway_kernel import Account, BaseModel, Migration, create_tables, utcnow
 from gateway_kernel.http import isoformat
 
 
@@ -31,6 +31,12 @@ class Engine(BaseModel):
     #: presence: last heartbeat time and the URL it reported (None until the first one).
     last_seen = peewee.DateTimeField(null=True)
     url = peewee.CharField(max_length=2048, null=True)
+    #: realtime presence: online until this time (a lease the instance holding the engine's
+    #: socket renews); set to the release time when the last socket closes, so the heartbeat
+    #: rule no longer applies; NULL when the engine's presence comes from heartbeats.
+    socket_until = peewee.DateTimeField(null=True)
+    #: the gateway instance holding the lease (only it renews or releases it).
+    socket_holder = peewee.CharField(max_length=64, null=True)
 
     class Meta:
         table_name = "engines_engine"
@@ -76,25 +82,53 @@ class UserState(BaseModel):
 
 
 MODELS: list[type[BaseModel]] = [Engine, EngineClaim, DisabledComponent, UserState]
-MIGRATIONS = [create_tables("0001_initial", *MODELS)]
 
 
-def is_online(last_seen: dt.datetime | None, online_s: int, now: dt.datetime) -> bool:
-    """A heartbeat within the last ``online_s`` seconds (``FLOWORK_ENGINE_ONLINE_S``)."""
+def _add_socket_presence(db: peewee.Database) -> None:
+    # 0001 creates tables from today's models, so a fresh database has the columns already.
+    from playhouse.migrate import SchemaMigrator, migrate
+
+    have = {c.name for c in db.get_columns(Engine._meta.table_name)}
+    migrator = SchemaMigrator.from_database(db)
+    steps = [migrator.add_column(Engine._meta.table_name, column, field)
+             for column, field in (("socket_until", peewee.DateTimeField(null=True)),
+                                   ("socket_holder", peewee.CharField(max_length=64, null=True)))
+             if column not in have]
+    if steps:
+        migrate(*steps)
+
+
+MIGRATIONS = [create_tables("0001_initial", *MODELS),
+              Migration("0002_socket_presence", _add_socket_presence)]
+
+
+def is_online(last_seen: dt.datetime | None, online_s: int, now: dt.datetime,
+              socket_until: dt.datetime | None = None) -> bool:
+    """A live socket lease, or (no socket since the last heartbeat) a heartbeat within the
+    last ``online_s`` seconds (``FLOWORK_ENGINE_ONLINE_S``)."""
+    if socket_until is not None:
+        return socket_until > now
     return last_seen is not None and now - last_seen <= dt.timedelta(seconds=online_s)
+
+
+def online_condition(now: Any, since: Any) -> peewee.Expression:
+    """:func:`is_online` as SQL (``now``/``since`` may be values or ``Param`` slots)."""
+    return (Engine.socket_until > now) | (Engine.socket_until.is_null()
+                                          & (Engine.last_seen >= since))
 
 
 def engine_json(engine: Engine, online_s: int, now: dt.datetime | None = None) -> dict[str, Any]:
     """The API.md engine shape ``{"id","name","status","last_seen"}`` (sharing reuses it)."""
-    return engine_row_json(engine.id, engine.name, engine.last_seen, online_s, now or utcnow())
+    return engine_row_json(engine.id, engine.name, engine.last_seen, online_s, now or utcnow(),
+                           engine.socket_until)
 
 
 def engine_row_json(engine_id: str, name: str, last_seen: dt.datetime | None, online_s: int,
-                    now: dt.datetime) -> dict[str, Any]:
-    """:func:`engine_json` from the three columns (hot lists read tuples, not models)."""
+                    now: dt.datetime, socket_until: dt.datetime | None = None) -> dict[str, Any]:
+    """:func:`engine_json` from the columns (hot lists read tuples, not models)."""
     return {
         "id": engine_id,
         "name": name,
-        "status": "online" if is_online(last_seen, online_s, now) else "offline",
+        "status": "online" if is_online(last_seen, online_s, now, socket_until) else "offline",
         "last_seen": isoformat(last_seen),
     }

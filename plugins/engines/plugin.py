@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from gateway_kernel import Gateway, GatewayPlugin, Principal, Route, hookimpl, netpolicy
-from gateway_kernel.hookspecs import EngineIdentity, EngineTarget
+from gateway_kernel.hookspecs import EngineIdentity, EngineStatus, EngineTarget
 
-from . import components, queries
+from . import components, presence, queries
 from .claims import ClaimToken, SelectForAuth
 from .models import MIGRATIONS, MODELS
 from .resolve import resolve_engine
@@ -40,13 +40,15 @@ class EnginesPlugin(GatewayPlugin):
 
     def __init__(self) -> None:
         self.cfg: EnginesConfig | None = None
+        self.policy: netpolicy.AddressPolicy | None = None
 
     @hookimpl
     def gateway_configure(self, gateway: Gateway) -> None:
         self.cfg = EnginesConfig.from_config(gateway.config)
         # The one address policy (heartbeat, realtime registration, proxy guard) takes the
         # operator's allow-list from this plugin's setting.
-        netpolicy.for_gateway(gateway).allowed_networks = self.cfg.networks
+        self.policy = netpolicy.for_gateway(gateway)
+        self.policy.allowed_networks = self.cfg.networks
 
     @hookimpl
     def gateway_models(self) -> list[Any]:
@@ -70,7 +72,7 @@ class EnginesPlugin(GatewayPlugin):
             Route("/engine/claim-token", ClaimToken(gateway, cfg), "service"),
             Route("/system/disabled-components", components.DisabledComponents(), "service"),
             Route("/system/disabled-components/{component_id}",
-                  components.DisabledComponentItem(), "service"),
+                  components.DisabledComponentItem(gateway), "service"),
             Route("/user/state/{key}", UserStateItem(gateway, cfg.max_state_keys), "user"),
         ]
 
@@ -91,6 +93,30 @@ class EnginesPlugin(GatewayPlugin):
         if principal is None or principal.account is None:
             return None  # only user principals have engines to reach
         return resolve_engine(self._config(), gateway.hook, principal.account.id, engine_id)
+
+    # -- realtime presence (the realtime plugin holds the sockets, this plugin the rows) ----
+
+    @hookimpl
+    def flowork_engine_statuses(self, account_id: int) -> list[EngineStatus]:
+        return presence.owned_statuses(account_id, self._config().online_s)
+
+    @hookimpl
+    def flowork_engine_status(self, engine_id: str) -> EngineStatus | None:
+        return presence.engine_status(engine_id, self._config().online_s)
+
+    @hookimpl
+    def flowork_engine_socket_lease(self, engine_ids: list[str], holder: str, until: Any,
+                                    take_over: bool) -> list[str]:
+        return presence.socket_lease(engine_ids, holder, until, take_over)
+
+    @hookimpl
+    def flowork_engine_socket_release(self, engine_id: str, holder: str, url: str | None) -> bool:
+        return presence.socket_release(engine_id, holder, url)
+
+    @hookimpl
+    def flowork_engine_register_url(self, engine_id: str, url: str) -> str:
+        assert self.policy is not None
+        return presence.register_url(engine_id, url, self.policy)
 
     def _config(self) -> EnginesConfig:
         if self.cfg is None:

@@ -20,12 +20,12 @@ from gateway_kernel.errors import GatewayError, not_found
 from gateway_kernel.hookspecs import EngineTarget
 from gateway_kernel.http import parse_uuid
 
-from .models import Engine, is_online
+from .models import Engine, is_online, online_condition
 from .settings import EnginesConfig
 
 # Both lookups run on every proxied request: SQL generated once per database (Prepared).
 ENGINE_BY_ID = Prepared(lambda: (
-    Engine.select(Engine.id, Engine.owner, Engine.last_seen, Engine.url)
+    Engine.select(Engine.id, Engine.owner, Engine.last_seen, Engine.url, Engine.socket_until)
     .where(Engine.id == Param("engine_id"))
     .limit(1)
 ))
@@ -34,7 +34,7 @@ ENGINE_BY_ID = Prepared(lambda: (
 LATEST_OWNED = Prepared(lambda: (
     Engine.select(Engine.id, Engine.url)
     .where((Engine.owner == Param("owner")) & Engine.url.is_null(False)
-           & (Engine.last_seen >= Param("since")))
+           & online_condition(Param("now"), Param("since")))
     .order_by(Engine.last_seen.desc(), Engine.id)
     .limit(1)
 ))
@@ -52,7 +52,7 @@ def resolve_engine(cfg: EnginesConfig, hook: object, account_id: int,
         return _by_id(cfg, hook, account_id, parse_uuid(engine_id), now)
     since = now - dt.timedelta(seconds=cfg.online_s)
     if not cfg.static_urls:
-        row = LATEST_OWNED.first(owner=account_id, since=since)
+        row = LATEST_OWNED.first(owner=account_id, now=now, since=since)
         if row is None:
             raise engine_offline(cfg)
         return EngineTarget(row.id, row.url, True, False, owned=True)
@@ -60,7 +60,7 @@ def resolve_engine(cfg: EnginesConfig, hook: object, account_id: int,
         Engine.select(Engine.id, Engine.url)
         .where((Engine.owner == account_id)
                & (Engine.url.is_null(False) | Engine.id.in_(list(cfg.static_urls)))
-               & (Engine.last_seen >= since))
+               & online_condition(now, since))
         .order_by(Engine.last_seen.desc(), Engine.id)
         .first()
     )
@@ -80,7 +80,7 @@ def _by_id(cfg: EnginesConfig, hook: object, account_id: int, eid: str,
         engine_id=eid, account_id=account_id
     ) is None:
         raise not_found()
-    online = is_online(row.last_seen, cfg.online_s, now)
+    online = is_online(row.last_seen, cfg.online_s, now, row.socket_until)
     static = cfg.static_urls.get(eid)
     if static is not None:
         return EngineTarget(eid, static, online, True, owned)

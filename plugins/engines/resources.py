@@ -68,13 +68,15 @@ class _Resource:
 #: The engines list runs on every dashboard poll: SQL generated once per database
 #: (peewee's SQL generation cost more than the rest of the request, docs/PERFORMANCE.md).
 ENGINES_OF_OWNER = Prepared(lambda: (
-    Engine.select(Engine.id, Engine.name, Engine.last_seen)
+    Engine.select(Engine.id, Engine.name, Engine.last_seen, Engine.socket_until)
     .where(Engine.owner == Param("owner"))
     .order_by(peewee.fn.LOWER(Engine.name), Engine.id)
 ))
-#: Heartbeat without a URL change (the usual one): one prepared UPDATE.
+#: Heartbeat without a URL change (the usual one): one prepared UPDATE. A heartbeat puts the
+#: engine back on the heartbeat rule (a socket that closed earlier no longer counts).
 TOUCH_ENGINE = Prepared(lambda: (
-    Engine.update({Engine.last_seen: Param("now")}).where(Engine.id == Param("engine_id"))
+    Engine.update({Engine.last_seen: Param("now"), Engine.socket_until: None})
+    .where(Engine.id == Param("engine_id"))
 ))
 
 
@@ -87,8 +89,9 @@ class EnginesCollection(_Resource):
         now = utcnow()
         online_s = self.cfg.online_s
         to_datetime = Engine.last_seen.python_value  # SQLite returns text, PostgreSQL datetimes
-        send_json(resp, [engine_row_json(eid, name, to_datetime(last_seen), online_s, now)
-                         for eid, name, last_seen in rows])
+        send_json(resp, [engine_row_json(eid, name, to_datetime(last_seen), online_s, now,
+                                         to_datetime(socket_until))
+                         for eid, name, last_seen, socket_until in rows])
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         name = engine_name(read_json_object(req))
@@ -114,6 +117,8 @@ class EngineItem(_Resource):
         ).execute()
         if not deleted:
             raise not_found()
+        self.gateway.hook.flowork_engine_credentials_revoked(
+            engine_id=eid, owner_account_id=account_of(req).id, deleted=True)
         send_json(resp, {"message": "Engine deleted"})
 
 
@@ -134,6 +139,8 @@ class ResetToken(_Resource):
                 raise not_found()
             token = new_engine_token()
             Engine.update(token_digest=token_digest(token)).where(Engine.id == eid).execute()
+        self.gateway.hook.flowork_engine_credentials_revoked(
+            engine_id=eid, owner_account_id=account_of(req).id, deleted=False)
         send_json(resp, {"message": "Engine token reset", "token": token, "engine_id": eid})
 
 
@@ -182,7 +189,7 @@ class Heartbeat(_Resource):
         vitals = body.get("vitals")
         if vitals is not None and not isinstance(vitals, dict):
             raise bad_request("'vitals' must be an object")
-        changes: dict[Any, Any] = {Engine.last_seen: utcnow()}
+        changes: dict[Any, Any] = {Engine.last_seen: utcnow(), Engine.socket_until: None}
         if "url" in body:
             url = body["url"]
             if url is None or url == "":
@@ -195,7 +202,7 @@ class Heartbeat(_Resource):
                 except URLRefused as exc:
                     raise bad_request(f"Engine URL refused: {exc}", "invalid_engine_url") from None
         eid = engine_id_of(req)
-        if len(changes) == 1:
+        if len(changes) == 2:
             updated = TOUCH_ENGINE.cursor(now=changes[Engine.last_seen], engine_id=eid).rowcount
         else:
             updated = Engine.update(changes).where(Engine.id == eid).execute()

@@ -15,9 +15,10 @@ import peewee
 from gateway_kernel import Account, Param, Prepared, utcnow
 from gateway_kernel.db import is_postgres
 from gateway_kernel.errors import bad_request, conflict, limit_reached, not_found
-from gateway_kernel.hookspecs import EngineGuest
+from gateway_kernel.hookspecs import EngineGuest, EngineStatus
 from gateway_kernel.http import isoformat, parse_uuid, read_json_object, require_str, send_json
 from gateway_plugins.engines.models import Engine, engine_json
+from gateway_plugins.engines.presence import status_of
 
 from .models import EngineShare
 
@@ -102,6 +103,8 @@ def create_share(gateway: Gateway, engine: Engine, owner: Account, identifier: s
         if not Engine.select(Engine.id).where(Engine.id == engine.id).exists():
             raise not_found("Engine not found") from None
         raise conflict("The engine is already shared with this user") from None
+    gateway.hook.flowork_engine_shares_changed(engine_id=engine.id, account_id=guest.id,
+                                               change="created")
     return {
         "message": f"Engine shared with {guest.username}",
         "share_id": share.share_id,
@@ -109,7 +112,7 @@ def create_share(gateway: Gateway, engine: Engine, owner: Account, identifier: s
     }
 
 
-def delete_share(engine: Engine, shared_user_id: str) -> None:
+def delete_share(gateway: Gateway, engine: Engine, shared_user_id: str) -> None:
     """Remove the share of ``engine`` with the user whose address is ``shared_user_id``."""
     value = shared_user_id.strip()
     # No address has control characters (and PostgreSQL refuses NUL in a query).
@@ -117,7 +120,7 @@ def delete_share(engine: Engine, shared_user_id: str) -> None:
         raise not_found("Share not found")
     # Addresses arrive in any case (the list shows checksummed ones; stored canonical).
     share = (
-        EngineShare.select(EngineShare.id)
+        EngineShare.select(EngineShare.id, EngineShare.account)
         .join(Account)
         .where(
             (EngineShare.engine == engine.id)
@@ -127,7 +130,9 @@ def delete_share(engine: Engine, shared_user_id: str) -> None:
     )
     if share is None:
         raise not_found("Share not found")
-    EngineShare.delete().where(EngineShare.id == share.id).execute()
+    if EngineShare.delete().where(EngineShare.id == share.id).execute():
+        gateway.hook.flowork_engine_shares_changed(engine_id=engine.id,
+                                                   account_id=share.account_id, change="revoked")
 
 
 # -- contract hooks --------------------------------------------------------------------------
@@ -166,6 +171,20 @@ def engines_shared_with(account_id: int) -> list[str]:
     return [engine_id for (engine_id,) in SHARED_WITH.run(account_id=account_id)]
 
 
+SHARED_STATUSES = Prepared(lambda: (
+    Engine.select(Engine.id, Engine.name, Engine.owner, Engine.last_seen, Engine.socket_until)
+    .join(EngineShare, on=(EngineShare.engine == Engine.id))
+    .where(EngineShare.account == Param("account_id"))
+    .tuples()
+))
+
+
+def shared_statuses(account_id: int, online_s: int) -> list[EngineStatus]:
+    """Presence of the engines shared with ``account_id`` (the engines plugin's rule)."""
+    now = utcnow()
+    return [status_of(row, online_s, now) for row in SHARED_STATUSES.run(account_id=account_id)]
+
+
 # -- resources -------------------------------------------------------------------------------
 # Each route gets its own instance (kernel rule); the classes only differ in which methods
 # they serve and where the identifier comes from, the rules live in the functions above.
@@ -202,20 +221,26 @@ class EngineSharesResource(ListSharesResource, CreateShareResource):
 class DeleteShareResource:
     """DELETE …/shares/{shared_user_id}."""
 
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
     def on_delete(self, req: falcon.Request, resp: falcon.Response, engine_id: str,
                   shared_user_id: str) -> None:
         engine = owned_engine(engine_id, _caller(req))
-        delete_share(engine, shared_user_id)
+        delete_share(self.gateway, engine, shared_user_id)
         send_json(resp, {"message": "Share removed"})
 
 
 class DeleteShareByBodyResource:
     """POST /user/engines/{engine_id}/shares/delete with ``{"user_id"}`` (GUI alias)."""
 
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
     def on_post(self, req: falcon.Request, resp: falcon.Response, engine_id: str) -> None:
         engine = owned_engine(engine_id, _caller(req))
         body = read_json_object(req)
-        delete_share(engine, require_str(body, "user_id", max_len=_MAX_IDENTIFIER))
+        delete_share(self.gateway, engine, require_str(body, "user_id", max_len=_MAX_IDENTIFIER))
         send_json(resp, {"message": "Share removed"})
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from gateway_kernel import Gateway, GatewayPlugin, Route, Setting, hookimpl
 from gateway_kernel.config import as_int, as_str
-from gateway_kernel.hookspecs import EngineGuest
+from gateway_kernel.hookspecs import EngineGuest, EngineStatus
 
 from . import engine_shares as es
 from . import workflow_links as wl
@@ -64,16 +64,16 @@ class SharingPlugin(GatewayPlugin):
         return [
             Route("/engines/{engine_id}/shares",
                   es.EngineSharesResource(gateway, "share_with_identifier", self.max_shares), "user"),
-            Route("/engines/{engine_id}/shares/{shared_user_id}", es.DeleteShareResource(), "user"),
+            Route("/engines/{engine_id}/shares/{shared_user_id}", es.DeleteShareResource(gateway), "user"),
             Route("/user/shared-engines", es.SharedEnginesResource(self.online_s), "user"),
             # Compatibility aliases used by the current Flowork GUI (API.md).
             Route("/user/engines/{engine_id}/shares", es.ListSharesResource(), "user"),
             Route("/user/engines/{engine_id}/share",
                   es.CreateShareResource(gateway, "user_id", self.max_shares), "user"),
             Route("/user/engines/{engine_id}/shares/{shared_user_id}",
-                  es.DeleteShareResource(), "user"),
-            Route("/user/engines/{engine_id}/shares/delete", es.DeleteShareByBodyResource(),
-                  "user"),
+                  es.DeleteShareResource(gateway), "user"),
+            Route("/user/engines/{engine_id}/shares/delete",
+                  es.DeleteShareByBodyResource(gateway), "user"),
             # Workflow share links.
             Route("/workflows/{preset_name}/shares",
                   wl.WorkflowLinksResource(gateway, self.share_base_url, self.max_links), "user"),
@@ -98,3 +98,7 @@ class SharingPlugin(GatewayPlugin):
     @hookimpl
     def flowork_engines_shared_with(self, account_id: int) -> list[str]:
         return es.engines_shared_with(account_id)
+
+    @hookimpl
+    def flowork_engine_statuses(self, account_id: int) -> list[EngineStatus]:
+        return es.shared_statuses(account_id, self.online_s)
