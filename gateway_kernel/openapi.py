@@ -154,6 +154,12 @@ def build_document(gateway: Gateway) -> dict[str, Any]:
             }, tags=["system"]),
         }
     for _plugin, part in gateway._per_plugin("gateway_openapi", gateway=gateway):
+        # A plugin without REST paths (Socket.IO, say) describes itself in prose and a tag.
+        if part.get("description"):
+            info = doc["info"]
+            info["description"] = "\n\n".join(filter(None, (info.get("description"),
+                                                           part["description"])))
+        doc.setdefault("tags", []).extend(part.get("tags", []))
         for path, item in part.get("paths", {}).items():
             doc["paths"].setdefault(path, {}).update(item)
         for section, entries in part.get("components", {}).items():

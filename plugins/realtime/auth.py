@@ -1,0 +1,78 @@
+"""Socket sign-ins through the kernel's own auth dispatch (no signature or token code here).
+
+A connect's credentials become the headers of a synthetic Falcon request, which
+``gateway.authenticate`` checks exactly as it checks a REST request: same schemes, same
+freshness, logout, auto-registration and throttling rules. The request is marked as a socket
+sign-in, so the user scheme also accepts the ``flowork_socket_auth|…`` message.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import falcon
+import falcon.testing
+
+from gateway_kernel import Principal
+from gateway_kernel.http import MAX_JSON_DEPTH, _too_deep
+
+if TYPE_CHECKING:
+    from .server import Realtime
+
+#: Header names a GUI may send in its connect ``auth`` (or as handshake headers).
+USER_HEADERS = ("X-User-Address", "X-Signature", "X-Signed-Message", "X-Payload-Version")
+_MAX_HEADER = 8192
+
+
+def sign_in_request(headers: Mapping[str, str], environ: Mapping[str, Any]) -> falcon.Request:
+    env = falcon.testing.create_environ(
+        path="/socket.io/", headers=dict(headers),
+        remote_addr=str(environ.get("REMOTE_ADDR") or "127.0.0.1"))
+    req = falcon.Request(env)
+    req.context.socket_sign_in = True
+    return req
+
+
+async def authenticate(rt: Realtime, headers: Mapping[str, str], environ: Mapping[str, Any],
+                       kind: str) -> Principal:
+    """The principal of ``kind`` for these headers; raises the kernel's GatewayError."""
+    req = sign_in_request(headers, environ)
+    return await rt.run_sync(rt.gateway.authenticate, req, kind)
+
+
+def user_headers(auth: Any, environ: Mapping[str, Any]) -> dict[str, str]:
+    """The GUI's signature headers: connect ``auth.headers``, a flat ``auth`` dict, or the
+    handshake's HTTP headers, in that order (names case-insensitive)."""
+    source: Any = None
+    if isinstance(auth, dict):
+        nested = auth.get("headers")
+        source = nested if isinstance(nested, dict) else auth
+    found: dict[str, str] = {}
+    if isinstance(source, dict):
+        lowered = {str(k).lower(): v for k, v in source.items()}
+        for name in USER_HEADERS:
+            value = lowered.get(name.lower())
+            if isinstance(value, (str, int)) and len(str(value)) <= _MAX_HEADER:
+                found[name] = str(value)
+    if not found:
+        for name in USER_HEADERS:
+            value = environ.get("HTTP_" + name.upper().replace("-", "_"))
+            if isinstance(value, str):
+                found[name] = value
+    return found
+
+
+class SafeJSON:
+    """The json module for Socket.IO packets, refusing nesting deeper than the REST limit
+    before parsing (json's C parser recurses per level; see gateway_kernel.http)."""
+
+    dumps = staticmethod(json.dumps)
+
+    @staticmethod
+    def loads(s: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        raw = s.encode("utf-8", "surrogatepass") if isinstance(s, str) else s
+        if _too_deep(raw):
+            raise ValueError(f"payload nests deeper than {MAX_JSON_DEPTH} levels")
+        return json.loads(s, *args, **kwargs)

@@ -1,0 +1,150 @@
+"""Namespace ``/gui-socket``: the GUI signs in at connect, hears engine status and relays its
+commands to engines it owns or has shared with a role that allows them (API.md "Realtime")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import socketio
+
+from gateway_kernel.errors import GatewayError
+
+from . import errors, relay
+from .auth import authenticate, user_headers
+from .engine_socket import _too_large
+from .server import ENGINE_NS, GUI_NS, GuiConn, TokenBucket, engine_room, user_room
+
+if TYPE_CHECKING:
+    from .server import Realtime
+
+log = logging.getLogger("gateway_plugins.realtime")
+
+
+class GuiNamespace(socketio.AsyncNamespace):
+    def __init__(self, rt: Realtime) -> None:
+        super().__init__(GUI_NS)
+        self.rt = rt
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        try:
+            if event == "connect":
+                return await self.on_connect(*args[:3])
+            if event == "disconnect":
+                self.rt.guis.pop(args[0], None)
+                return None
+            await self.on_event(event, args[0], args[1] if len(args) > 1 else None)
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except Exception:
+            log.exception("realtime: GUI event %r failed", event)
+            if event not in ("connect", "disconnect"):
+                await self._error(args[0], "error", errors.INTERNAL, "The event could not be handled")
+        return None
+
+    async def _error(self, sid: str, event: str, code: str, message: str) -> None:
+        await self.emit(event, errors.error_payload(code, message), to=sid)
+
+    # -- connect ---------------------------------------------------------------------------
+
+    async def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        rt = self.rt
+        headers = user_headers(relay.unwrap(auth), environ)
+        if not headers:
+            raise errors.refuse_connection(
+                "missing_auth", "Sign in: X-User-Address, X-Signature and X-Signed-Message in "
+                "the connect auth.headers")
+        try:
+            principal = await authenticate(rt, headers, environ, "user")
+        except GatewayError as exc:
+            raise errors.refuse_connection(exc.code, exc.message) from None
+        account = principal.account
+        assert account is not None
+        rt.guis[sid] = GuiConn(
+            TokenBucket(rt.cfg.events_per_s), account.id, account.public_address,
+            account.tier or "",
+            {"address": headers["X-User-Address"], "message": headers["X-Signed-Message"],
+             "signature": headers["X-Signature"]})
+        await self.enter_room(sid, user_room(account.id))
+        asyncio.get_running_loop().create_task(self._initial_statuses(sid, account.id))
+
+    async def _initial_statuses(self, sid: str, account_id: int) -> None:
+        await asyncio.sleep(0)  # after the CONNECT packet
+        try:
+            statuses = await self.rt.run_sync(self.rt.statuses, account_id)
+            await self.emit("initial_engine_statuses",
+                            [self.rt.status_json(s) for s in statuses], to=sid)
+        except Exception:
+            log.exception("realtime: initial statuses failed")
+
+    # -- commands --------------------------------------------------------------------------
+
+    async def on_event(self, event: str, sid: str, data: Any) -> None:
+        rt = self.rt
+        conn = rt.guis.get(sid)
+        if conn is None:
+            return
+        if not conn.bucket.take():
+            if conn.bucket.should_warn():
+                await self._error(sid, "error", errors.RATE_LIMITED, "Too many events; slow down")
+            return
+        if event == relay.RPC_COMMAND:
+            engine_event = relay.RPC_EVENT
+        else:
+            engine_event = relay.COMMANDS.get(event)
+            if engine_event is None:
+                await self._error(sid, "error", errors.UNKNOWN_EVENT,
+                                  f"Unknown event {str(event)[:64]!r}")
+                return
+        reply = relay.reply_event(engine_event)
+        if _too_large(data, rt.cfg.max_payload):
+            await self._error(sid, reply, errors.PAYLOAD_TOO_LARGE,
+                              f"Payload larger than {rt.cfg.max_payload} bytes")
+            return
+        payload = relay.unwrap(data)
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            await self._error(sid, reply, errors.INVALID_PAYLOAD, "The payload must be an object")
+            return
+        if engine_event == relay.RPC_EVENT:
+            target = payload.get("engine_id", payload.get("target_engine_id"))
+            inner = payload.get("payload")
+            payload = {"auth": dict(conn.auth), "payload": inner}
+        else:
+            target = payload.get("target_engine_id")
+            payload = dict(payload)
+        engine_id = await self._target(conn, target)
+        if isinstance(engine_id, tuple):  # refused: (code, message)
+            await self._error(sid, reply, *engine_id)
+            return
+        role, connected = await rt.access(conn.account_id, engine_id)
+        if role is None or not relay.allowed(role, engine_event):
+            await self._error(sid, reply, errors.NOT_FOUND, "Engine not found")
+            return
+        if not connected:
+            await self._error(sid, reply, errors.ENGINE_OFFLINE, "The engine is offline")
+            return
+        payload["target_engine_id"] = engine_id
+        payload["user_context"] = {"id": conn.address, "tier": conn.tier}
+        payload["_target_user_id"] = conn.address
+        await self.rt.sio.emit(engine_event, {"v": 2, "payload": payload},
+                               to=engine_room(engine_id), namespace=ENGINE_NS)
+
+    async def _target(self, conn: GuiConn, target: Any) -> str | tuple[str, str]:
+        """The engine id a command goes to, or (code, message) when there is none."""
+        if relay.is_default_target(target):
+            statuses = await self.rt.run_sync(self.rt.statuses, conn.account_id)
+            own = [s for s in statuses if s.owner_account_id == conn.account_id and s.online]
+            if not own:
+                return errors.ENGINE_OFFLINE, "No online engine is available"
+            return max(own, key=lambda s: (s.last_seen is not None, s.last_seen or 0)).engine_id
+        if not isinstance(target, str) or len(target) > 64:
+            return errors.NOT_FOUND, "Engine not found"
+        import uuid
+
+        try:
+            return str(uuid.UUID(target.strip()))
+        except ValueError:
+            return errors.NOT_FOUND, "Engine not found"
