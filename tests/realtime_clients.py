@@ -164,7 +164,7 @@ def start_gateway(settings: dict[str, str], log_dir: Any, wait: float = 60.0) ->
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"gateway-{port}.log"
-    handle = open(log_path, "ab")  # noqa: SIM115 - closed by GatewayProcess.stop
+    handle = open(log_path, "ab")
     script = Path(__file__).with_name("realtime_serve.py")
     proc = subprocess.Popen([sys.executable, str(script), str(port)],
                             env=clean_environment(settings), stdout=handle,
