@@ -219,7 +219,7 @@ BUNDLED = ("auth_crypto", "auth_internal", "engines", "sharing", "proxy", "ratel
 
 
 def expand_plugin_names(names: Iterable[str]) -> list[str]:
-    """``bundled`` → the five bundled plugins; ``none`` → nothing; duplicates dropped."""
+    """``bundled`` → every bundled plugin (BUNDLED); ``none`` → nothing; duplicates dropped."""
     result: list[str] = []
     for name in names:
         if name == "none":

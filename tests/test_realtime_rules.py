@@ -124,3 +124,14 @@ def test_relay_roles_and_reply_events():
     assert relay.unwrap({"a": 1}) == {"a": 1}
     assert relay.is_default_target(None) and relay.is_default_target("local-engine-default")
     assert not relay.is_default_target("8b1f0c9e-0000-4000-8000-000000000000")
+
+
+def test_the_socket_api_doc_covers_every_command_and_the_openapi_document_links_it(client):
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "REALTIME.md").read_text()
+    for command in (*relay.COMMANDS, relay.RPC_COMMAND, *relay.GUI_EVENTS, *relay.ENGINE_REPLIES):
+        assert f"`{command}`" in doc, command
+    openapi = client.simulate_get("/api/v1/openapi.json").json
+    assert "docs/REALTIME.md" in openapi["info"]["description"]
+    assert "/socket.io/" in openapi["info"]["description"]
