@@ -69,7 +69,7 @@ def serve_baseline(port: int) -> None:
 def start_baseline(log_dir: Path) -> GatewayProcess:
     port = free_port()
     log_path = log_dir / "baseline.log"
-    handle = open(log_path, "ab")  # noqa: SIM115 - closed by stop()
+    handle = open(log_path, "ab")
     proc = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(port)],
                             env=clean_environment({}), stdout=handle, stderr=subprocess.STDOUT)
     server = GatewayProcess(port=port, proc=proc, log_path=log_path, _log_handle=handle)
