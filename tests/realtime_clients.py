@@ -145,9 +145,12 @@ def socket_headers(signer: Signer, timestamp: int | None = None) -> dict[str, st
 
 
 def kernel_serves_asgi() -> bool:
-    from gateway_kernel import Gateway
+    """Does ``flowork-gateway serve`` serve ASGI (uvicorn) by default?"""
+    from pathlib import Path
 
-    return hasattr(Gateway, "asgi")
+    import gateway_kernel.cli
+
+    return "uvicorn" in Path(gateway_kernel.cli.__file__).read_text(encoding="utf-8")
 
 
 def start_gateway(settings: dict[str, str], log_dir: Any, wait: float = 60.0) -> Any:

@@ -42,8 +42,8 @@ class RealtimePlugin(GatewayPlugin):
                         "under waitress engines and GUIs cannot connect (serve without "
                         "--server waitress)")
         loop = getattr(gateway, "loop", None)
-        if loop is not None:
-            self._rt().bind_loop(loop)
+        if loop is not None:  # startup hooks may run in a worker thread: hand over to the loop
+            loop.call_soon_threadsafe(self._rt().bind_loop, loop)
 
     @hookimpl
     def gateway_shutdown(self, gateway: Gateway) -> None:

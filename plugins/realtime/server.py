@@ -250,8 +250,8 @@ class Realtime:
     def schedule(self, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run ``make()`` on the socket loop, from a REST worker thread; never blocks. Without
         a loop (waitress, or no socket served yet) there is no socket to tell."""
-        loop = getattr(self.gateway, "loop", None) or self.loop
-        if loop is None or loop.is_closed():
+        loop = self.loop or getattr(self.gateway, "loop", None)
+        if loop is None or loop.is_closed() or not loop.is_running():
             return
         try:
             running = asyncio.get_running_loop()
