@@ -115,7 +115,6 @@ def echo_engine(engine: EnginePeer) -> None:
 
 async def round_trips(engine: EnginePeer, gui: GuiPeer, engine_id: str | None,
                       count: int) -> list[float]:
-    echo_engine(engine)
     waiting: dict[int, asyncio.Future] = {}
 
     async def on_reply(data):
@@ -123,7 +122,7 @@ async def round_trips(engine: EnginePeer, gui: GuiPeer, engine_id: str | None,
         if future is not None and not future.done():
             future.set_result(None)
 
-    gui.client.on("response_presets_list", on_reply, namespace=GUI_NS)
+    gui.client.handlers[GUI_NS]["response_presets_list"] = on_reply
     loop = asyncio.get_running_loop()
     times = []
     for n in range(count):
@@ -181,18 +180,33 @@ async def idle_memory(server: GatewayProcess, base: str, signer: Signer | None, 
     return (after - before) / sockets
 
 
-async def measure(server: GatewayProcess, base: str, token: str | None, engine_id: str | None,
-                  signer: Signer | None, args: argparse.Namespace) -> dict[str, float]:
+async def measure(servers: dict[str, tuple], args: argparse.Namespace) -> dict[str, dict]:
+    """Alternating rounds on both servers (the machine is shared: load drifts between rounds);
+    the median over rounds of each round's figure."""
     path = "/socket.io/"
-    engine, gui = await connect_pair(base, token, signer, path)
-    times = await round_trips(engine, gui, engine_id, args.round_trips)
-    rate = await throughput(engine, gui, engine_id, args.messages)
-    await engine.close()
-    await gui.close()
-    memory = await idle_memory(server, base, signer, args.sockets, path)
-    times.sort()
-    return {"p50": statistics.median(times), "p99": times[int(len(times) * 0.99) - 1],
-            "rate": rate, "kib": memory}
+    pairs = {}
+    for name, (_server, base, token, engine_id, signer) in servers.items():
+        engine, gui = await connect_pair(base, token, signer, path)
+        echo_engine(engine)
+        pairs[name] = (engine, gui, engine_id)
+    p50s: dict[str, list[float]] = {name: [] for name in servers}
+    p99s: dict[str, list[float]] = {name: [] for name in servers}
+    rates: dict[str, list[float]] = {name: [] for name in servers}
+    for _round in range(args.rounds):
+        for name, (engine, gui, engine_id) in pairs.items():
+            times = sorted(await round_trips(engine, gui, engine_id, args.round_trips))
+            p50s[name].append(statistics.median(times))
+            p99s[name].append(times[max(0, int(len(times) * 0.99) - 1)])
+            rates[name].append(await throughput(engine, gui, engine_id, args.messages))
+    results = {}
+    for name, (server, base, _token, _engine_id, signer) in servers.items():
+        engine, gui, _ = pairs[name]
+        await engine.close()
+        await gui.close()
+        results[name] = {"p50": statistics.median(p50s[name]), "p99": statistics.median(p99s[name]),
+                         "rate": statistics.median(rates[name]),
+                         "kib": await idle_memory(server, base, signer, args.sockets, path)}
+    return results
 
 
 def main() -> int:
@@ -203,16 +217,13 @@ def main() -> int:
     if args.baseline_server:
         serve_baseline(args.baseline_server)
         return 0
-    args.round_trips = 100 if args.smoke else 1000
-    args.messages = 1000 if args.smoke else 10000
+    args.rounds = 3 if args.smoke else 7
+    args.round_trips = 100 if args.smoke else 300
+    args.messages = 1000 if args.smoke else 4000
     args.sockets = 100 if args.smoke else 1000
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp)
         baseline = start_baseline(logs)
-        try:
-            bare = asyncio.run(measure(baseline, baseline.base, None, None, None, args))
-        finally:
-            baseline.stop()
         gateway = start_gateway({"DATABASE_URL": f"sqlite:///{tmp}/bench.db",
                                  "FLOWORK_REALTIME_EVENTS_PER_S": "1000000"}, logs)
         try:
@@ -220,10 +231,14 @@ def main() -> int:
             r = httpx.post(gateway.url("/user/engines"), json={"name": "bench"},
                            headers=owner.headers())
             engine = r.json()
-            ours = asyncio.run(measure(gateway, gateway.base, engine["raw_token"], engine["id"],
-                                       owner, args))
+            results = asyncio.run(measure({
+                "bare": (baseline, baseline.base, None, None, None),
+                "gateway": (gateway, gateway.base, engine["raw_token"], engine["id"], owner),
+            }, args))
         finally:
+            baseline.stop()
             gateway.stop()
+    ours, bare = results["gateway"], results["bare"]
     rows = [
         ("round trip p50 (ms)", "p50", "< 5", ours["p50"] < 5),
         ("round trip p99 (ms)", "p99", "", None),
