@@ -280,19 +280,26 @@ def test_reset_token_refuses_and_closes_the_engines_sockets(gw):
     run(scenario())
 
 
-def test_delete_closes_the_engines_sockets_and_tells_the_owner(gw):
-    owner = Signer.new()
+def test_delete_closes_the_engines_sockets_and_tells_the_owner_and_guests(gw):
+    owner, guest = Signer.new(), Signer.new()
     engine = new_engine(gw, owner)
+    r = httpx.post(gw.url(f"/engines/{engine['id']}/shares"),
+                   json={"share_with_identifier": guest.address}, headers=owner.headers())
+    assert r.status_code == 201
 
     async def scenario():
         gui = await GuiPeer.connect(gw.base, owner)
+        guest_gui = await GuiPeer.connect(gw.base, guest)
         peer = await EnginePeer.connect(gw.base, engine["raw_token"])
         r = httpx.delete(gw.url(f"/user/engines/{engine['id']}"), headers=owner.headers())
         assert r.status_code == 200
         assert (await peer.next("auth_failed"))["code"] == "invalid_engine_token"
         await peer.wait_disconnected()
         assert await gui.next("engine_deleted") == {"engine_id": engine["id"]}
+        assert await guest_gui.next("removed_shared_engine") == {"engine_id": engine["id"]}
+        assert "engine_deleted" not in guest_gui.names()
         await gui.close()
+        await guest_gui.close()
 
     run(scenario())
 

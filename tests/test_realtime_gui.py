@@ -335,3 +335,20 @@ def test_bad_gui_input_gets_error_events_and_the_socket_survives(gw):
         await peer.close()
 
     run(scenario())
+
+
+def test_cors_origins_are_those_of_rest(tmp_path):
+    gateway = start_gateway({"DATABASE_URL": f"sqlite:///{tmp_path}/cors.db",
+                             "FLOWORK_CORS_ORIGINS": "https://app.flowork.example"}, tmp_path)
+    try:
+        handshake = gateway.base + "/api/socket.io/?EIO=4&transport=polling"
+        allowed = httpx.get(handshake, headers={"Origin": "https://app.flowork.example"})
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "https://app.flowork.example"
+        refused = httpx.get(handshake, headers={"Origin": "https://evil.example"})
+        assert refused.status_code == 400
+        assert "access-control-allow-origin" not in refused.headers
+        no_origin = httpx.get(handshake)  # engines and scripts send none
+        assert no_origin.status_code == 200
+    finally:
+        gateway.stop()

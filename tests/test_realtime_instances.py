@@ -174,3 +174,22 @@ def test_an_instance_that_dies_holding_the_socket_leaves_nothing_online(pair):
             doomed.stop()
 
     run(scenario())
+
+
+def test_an_instance_stopping_gracefully_releases_its_engines_at_once(pair):
+    owner = Signer.new()
+    engine = new_engine(pair.a, owner)
+    stopping = start_gateway(pair.settings, pair.logs)
+
+    async def scenario():
+        try:
+            peer = await EnginePeer.connect(stopping.base, engine["raw_token"])
+            stopping.stop()  # SIGTERM: shutdown hooks run
+            listed = httpx.get(pair.b.url("/user/engines"), headers=owner.headers()).json()
+            assert listed[0]["status"] == "offline"  # not after the lease: now
+            await peer.close()
+        finally:
+            stopping.stop()
+        assert "Traceback" not in stopping.log_text(), stopping.log_tail()
+
+    run(scenario())

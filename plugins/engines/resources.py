@@ -112,13 +112,18 @@ class EngineItem(_Resource):
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, engine_id: str) -> None:
         eid = parse_uuid(engine_id)
+        hook = self.gateway.hook
+        # Read before the cascade removes them: the guests lose the engine too.
+        guests = [g.account.id for found in hook.flowork_engine_guests(engine_id=eid) for g in found]
         deleted = Engine.delete().where(
             (Engine.id == eid) & (Engine.owner == account_of(req).id)
         ).execute()
         if not deleted:
             raise not_found()
-        self.gateway.hook.flowork_engine_credentials_revoked(
-            engine_id=eid, owner_account_id=account_of(req).id, deleted=True)
+        hook.flowork_engine_credentials_revoked(engine_id=eid, owner_account_id=account_of(req).id,
+                                                deleted=True)
+        for guest_id in guests:
+            hook.flowork_engine_shares_changed(engine_id=eid, account_id=guest_id, change="revoked")
         send_json(resp, {"message": "Engine deleted"})
 
 

@@ -26,10 +26,22 @@ USER_HEADERS = ("X-User-Address", "X-Signature", "X-Signed-Message", "X-Payload-
 _MAX_HEADER = 8192
 
 
+def client_address(environ: Mapping[str, Any]) -> str:
+    """The peer's address (Engine.IO's ASGI environ says 127.0.0.1 whoever connects; the
+    ASGI scope knows), so per-address throttling of failed sign-ins sees the real client."""
+    client = (environ.get("asgi.scope") or {}).get("client")
+    if client:
+        return str(client[0])
+    return str(environ.get("REMOTE_ADDR") or "127.0.0.1")
+
+
 def sign_in_request(headers: Mapping[str, str], environ: Mapping[str, Any]) -> falcon.Request:
-    env = falcon.testing.create_environ(
-        path="/socket.io/", headers=dict(headers),
-        remote_addr=str(environ.get("REMOTE_ADDR") or "127.0.0.1"))
+    headers = dict(headers)
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+    if isinstance(forwarded, str):  # trusted or not is the kernel's decision, as for REST
+        headers["X-Forwarded-For"] = forwarded
+    env = falcon.testing.create_environ(path="/socket.io/", headers=headers,
+                                        remote_addr=client_address(environ))
     req = falcon.Request(env)
     req.context.socket_sign_in = True
     return req

@@ -138,6 +138,8 @@ class EngineNamespace(socketio.AsyncNamespace):
             if sids:
                 return  # another socket of this engine lives here
             rt.engine_sids.pop(engine_id, None)
+        if rt.closing:
+            return  # released at shutdown
         released = await rt.run_sync(functools.partial(
             rt.gateway.hook.flowork_engine_socket_release, engine_id=engine_id,
             holder=rt.instance_id, url=conn.url))

@@ -47,9 +47,8 @@ class RealtimePlugin(GatewayPlugin):
 
     @hookimpl
     def gateway_shutdown(self, gateway: Gateway) -> None:
-        rt = self.rt
-        if rt is not None:
-            rt.schedule(rt.shutdown)
+        if self.rt is not None:
+            self.rt.release_all()
 
     @hookimpl
     def gateway_openapi(self, gateway: Gateway) -> dict[str, Any]:

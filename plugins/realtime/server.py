@@ -187,6 +187,7 @@ class Realtime:
         self._audiences: dict[str, Audience] = {}
         self._access: dict[tuple[int, str], tuple[float, Any]] = {}
         self._renewer: asyncio.Task | None = None
+        self.closing = False  # set at shutdown: leases were released already
         self.engine_ns = EngineNamespace(self)
         self.gui_ns = GuiNamespace(self)
         self.sio.register_namespace(self.engine_ns)
@@ -222,12 +223,23 @@ class Realtime:
             self.sio.manager_initialized = True
             self.sio.manager.initialize()
 
-    async def shutdown(self) -> None:
-        if self._renewer is not None:
-            self._renewer.cancel()
-        for sid, conn in list(self.engines.items()):
+    def release_all(self) -> None:
+        """The gateway is stopping: its engines go offline now rather than when their leases
+        lapse (blocking; the server closes the sockets themselves)."""
+        self.closing = True
+        urls: dict[str, str | None] = {}
+        for conn in list(self.engines.values()):
             if conn.engine_id is not None:
-                await self.sio.disconnect(sid, namespace=ENGINE_NS)
+                urls[conn.engine_id] = urls.get(conn.engine_id) or conn.url
+        hook = self.gateway.hook
+        with self.gateway.using_db():
+            for engine_id, url in urls.items():
+                try:
+                    hook.flowork_engine_socket_release(engine_id=engine_id, holder=self.instance_id,
+                                                       url=url)
+                except Exception:  # the database may be gone too: the lease lapses instead
+                    log.warning("realtime: could not release engine %s at shutdown", engine_id)
+                    break
 
     # -- threads ↔ loop --------------------------------------------------------------------
 
@@ -388,7 +400,7 @@ class Realtime:
         while True:
             await asyncio.sleep(period)
             engine_ids = [eid for eid, sids in self.engine_sids.items() if sids]
-            if not engine_ids:
+            if not engine_ids or self.closing:
                 continue
             try:
                 await self.run_sync(functools.partial(
