@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -170,7 +169,7 @@ class EngineNamespace(socketio.AsyncNamespace):
         if conn.engine_id is None:
             await self._error(sid, errors.NOT_AUTHENTICATED, "Sign in first (auth event)")
             return
-        if _too_large(data, rt.cfg.max_payload):
+        if relay.too_large(data, rt.cfg.max_payload):
             await self._error(sid, errors.PAYLOAD_TOO_LARGE,
                               f"Payload larger than {rt.cfg.max_payload} bytes")
             return
@@ -244,13 +243,3 @@ class EngineNamespace(socketio.AsyncNamespace):
             account_id = audience.guests.get(target.lower(), audience.owner_id)
         await self.rt.sio.emit(event, data, to=user_room(account_id), namespace="/gui-socket")
 
-
-def _too_large(data: Any, limit: int) -> bool:
-    if data is None or isinstance(data, (int, float, bool)):
-        return False
-    if isinstance(data, (str, bytes)):
-        return len(data) > limit
-    try:
-        return len(json.dumps(data, separators=(",", ":"), default=str)) > limit
-    except (TypeError, ValueError):
-        return True

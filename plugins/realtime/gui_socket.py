@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import socketio
@@ -13,8 +15,7 @@ from gateway_kernel.errors import GatewayError
 
 from . import errors, relay
 from .auth import authenticate, user_headers
-from .engine_socket import _too_large
-from .server import ENGINE_NS, GUI_NS, GuiConn, TokenBucket, engine_room, user_room
+from .server import ACCESS_TTL_S, ENGINE_NS, GUI_NS, GuiConn, TokenBucket, engine_room, user_room
 
 if TYPE_CHECKING:
     from .server import Realtime
@@ -98,7 +99,7 @@ class GuiNamespace(socketio.AsyncNamespace):
                                   f"Unknown event {str(event)[:64]!r}")
                 return
         reply = relay.reply_event(engine_event)
-        if _too_large(data, rt.cfg.max_payload):
+        if relay.too_large(data, rt.cfg.max_payload):
             await self._error(sid, reply, errors.PAYLOAD_TOO_LARGE,
                               f"Payload larger than {rt.cfg.max_payload} bytes")
             return
@@ -135,15 +136,18 @@ class GuiNamespace(socketio.AsyncNamespace):
     async def _target(self, conn: GuiConn, target: Any) -> str | tuple[str, str]:
         """The engine id a command goes to, or (code, message) when there is none."""
         if relay.is_default_target(target):
+            now = time.monotonic()
+            if conn.default_engine is not None and conn.default_engine[0] > now:
+                return conn.default_engine[1]
             statuses = await self.rt.run_sync(self.rt.statuses, conn.account_id)
             own = [s for s in statuses if s.owner_account_id == conn.account_id and s.online]
             if not own:
                 return errors.ENGINE_OFFLINE, "No online engine is available"
-            return max(own, key=lambda s: (s.last_seen is not None, s.last_seen or 0)).engine_id
+            engine_id = max(own, key=lambda s: (s.last_seen is not None, s.last_seen or 0)).engine_id
+            conn.default_engine = (now + ACCESS_TTL_S, engine_id)
+            return engine_id
         if not isinstance(target, str) or len(target) > 64:
             return errors.NOT_FOUND, "Engine not found"
-        import uuid
-
         try:
             return str(uuid.UUID(target.strip()))
         except ValueError:

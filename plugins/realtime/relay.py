@@ -3,6 +3,7 @@ may send, where refusals and engine replies go. Pure functions and tables, no I/
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 DEFAULT_ENGINE_PLACEHOLDERS = frozenset({"", "null", "local-engine-default"})
@@ -76,3 +77,15 @@ def reply_event(engine_event: str) -> str:
 
 def is_default_target(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip() in DEFAULT_ENGINE_PLACEHOLDERS)
+
+
+def too_large(data: Any, limit: int) -> bool:
+    """Is ``data`` (as decoded JSON) more than ``limit`` bytes of JSON?"""
+    if data is None or isinstance(data, (int, float, bool)):
+        return False
+    if isinstance(data, (str, bytes)):
+        return len(data) > limit
+    try:
+        return len(json.dumps(data, separators=(",", ":"), default=str)) > limit
+    except (TypeError, ValueError):
+        return True

@@ -136,6 +136,7 @@ class GuiConn:
     address: str  # checksummed
     tier: str
     auth: dict[str, str]  # the sign-in's address, message, signature (for rpc relays)
+    default_engine: tuple[float, str] | None = None  # (until, engine id): the default target
 
 
 @dataclass
