@@ -144,38 +144,9 @@ def socket_headers(signer: Signer, timestamp: int | None = None) -> dict[str, st
 # -- a gateway that serves Socket.IO ---------------------------------------------------------
 
 
-def kernel_serves_asgi() -> bool:
-    """Does ``flowork-gateway serve`` serve ASGI (uvicorn) by default?"""
-    from pathlib import Path
-
-    import gateway_kernel.cli
-
-    return "uvicorn" in Path(gateway_kernel.cli.__file__).read_text(encoding="utf-8")
-
-
 def start_gateway(settings: dict[str, str], log_dir: Any, wait: float = 60.0) -> Any:
-    """A real gateway process serving REST and Socket.IO on one port: ``flowork-gateway
-    serve`` once the kernel serves ASGI, else tests/realtime_serve.py (uvicorn)."""
-    import subprocess
-    import sys
-    from pathlib import Path
+    """A real ``flowork-gateway serve`` process on uvicorn (Socket.IO needs a server that
+    upgrades connections, whatever FLOWORK_TEST_SERVER says for the rest of the suite)."""
+    from procs import GatewayProcess
 
-    from procs import GatewayProcess, clean_environment, free_port
-
-    if kernel_serves_asgi():
-        return GatewayProcess.start(settings, log_dir, wait=wait)
-    port = free_port()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"gateway-{port}.log"
-    handle = open(log_path, "ab")
-    script = Path(__file__).with_name("realtime_serve.py")
-    proc = subprocess.Popen([sys.executable, str(script), str(port)],
-                            env=clean_environment(settings), stdout=handle,
-                            stderr=subprocess.STDOUT, cwd=log_dir)
-    gateway = GatewayProcess(port=port, proc=proc, log_path=log_path, _log_handle=handle)
-    try:
-        gateway.wait_up(wait)
-    except BaseException:
-        gateway.stop()
-        raise
-    return gateway
+    return GatewayProcess.start(settings, log_dir, wait=wait, server="uvicorn")

@@ -368,3 +368,19 @@ def test_oversized_and_deeply_nested_payloads_never_hurt_the_server(gw):
         await peer.close()
 
     run(scenario())
+
+
+def test_under_waitress_the_gateway_says_realtime_is_unavailable(tmp_path):
+    from procs import GatewayProcess
+
+    gateway = GatewayProcess.start({"DATABASE_URL": f"sqlite:///{tmp_path}/w.db"}, tmp_path,
+                                   server="waitress")
+    try:
+        assert httpx.get(gateway.url("/system/health")).status_code == 200
+        deadline = time.monotonic() + 10
+        while "realtime: Socket.IO needs" not in gateway.log_text():
+            assert time.monotonic() < deadline, gateway.log_tail()
+            time.sleep(0.1)
+    finally:
+        gateway.stop()
+    assert gateway.log_text().count("realtime: Socket.IO needs") == 1
