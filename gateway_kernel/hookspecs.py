@@ -316,6 +316,13 @@ def flowork_engine_socket_release(engine_id: str, holder: str, url: str | None) 
 
 
 @hookspec(firstresult=True)
+def flowork_engine_lapsed_leases() -> list[str]:
+    """*firstresult*. Engines whose socket lease lapsed without a release (the instance holding
+    the socket died), each returned once to exactly one caller, which announces them offline.
+    Every instance's realtime plugin calls it once per renewal period."""
+
+
+@hookspec(firstresult=True)
 def flowork_engine_register_url(engine_id: str, url: str) -> str:
     """*firstresult*. Store the URL an engine reported over its socket, under the same policy
     as the heartbeat's ``url``; returns the stored (normalised) URL. Raises ``ValueError``

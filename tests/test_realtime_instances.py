@@ -157,19 +157,29 @@ def test_an_instance_that_dies_holding_the_socket_leaves_nothing_online(pair):
     async def scenario():
         try:
             peer = await EnginePeer.connect(doomed.base, engine["raw_token"])
+            gui = await GuiPeer.connect(pair.b.base, owner)
+            assert (await gui.next("initial_engine_statuses"))[0]["status"] == "online"
             listed = httpx.get(pair.b.url("/user/engines"), headers=owner.headers()).json()
             assert listed[0]["status"] == "online"
             doomed.proc.kill()  # no shutdown hooks, no release
             doomed.proc.wait(10)
-            await asyncio.sleep(LEASE_S + 1.5)
+            killed = time.monotonic()
+            # A surviving instance notices the lapsed lease and tells the GUI.
+            offline = await gui.next("engine_status_update", timeout=LEASE_S + 5)
+            if offline["status"] == "online":  # the sign-in's own push may come after connect
+                offline = await gui.next("engine_status_update", timeout=LEASE_S + 5)
+            assert offline["status"] == "offline" and offline["engine_id"] == engine["id"]
+            assert time.monotonic() - killed <= LEASE_S + 3
             listed = httpx.get(pair.b.url("/user/engines"), headers=owner.headers()).json()
             assert listed[0]["status"] == "offline"
+            await gui.never("engine_status_update", 2 * LEASE_S / 3)  # announced once
             # It reconnects elsewhere and is online again.
             await peer.close()
             again = await EnginePeer.connect(pair.b.base, engine["raw_token"])
             listed = httpx.get(pair.a.url("/user/engines"), headers=owner.headers()).json()
             assert listed[0]["status"] == "online"
             await again.close()
+            await gui.close()
         finally:
             doomed.stop()
 

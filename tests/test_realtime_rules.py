@@ -135,3 +135,15 @@ def test_the_socket_api_doc_covers_every_command_and_the_openapi_document_links_
     openapi = client.simulate_get("/api/v1/openapi.json").json
     assert "docs/REALTIME.md" in openapi["info"]["description"]
     assert "/socket.io/" in openapi["info"]["description"]
+
+
+def test_a_lapsed_lease_is_announced_once_and_a_released_one_never(gateway, client, signer):
+    died, closed = make_engine(client, signer), make_engine(client, signer)
+    lease(gateway, died["id"], HOLDER_A, -1)  # held by an instance that stopped renewing
+    lease(gateway, closed["id"], HOLDER_A, 30)
+    release(gateway, closed["id"], HOLDER_A)
+    with gateway.using_db():
+        assert gateway.hook.flowork_engine_lapsed_leases() == [died["id"]]
+        assert gateway.hook.flowork_engine_lapsed_leases() == []
+    # The engine reconnects (another instance): a renewal there works again.
+    assert lease(gateway, died["id"], HOLDER_B, 30, take_over=False) == [died["id"]]

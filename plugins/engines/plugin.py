@@ -114,6 +114,10 @@ class EnginesPlugin(GatewayPlugin):
         return presence.socket_release(engine_id, holder, url)
 
     @hookimpl
+    def flowork_engine_lapsed_leases(self) -> list[str]:
+        return presence.lapsed_leases()
+
+    @hookimpl
     def flowork_engine_register_url(self, engine_id: str, url: str) -> str:
         assert self.policy is not None
         return presence.register_url(engine_id, url, self.policy)

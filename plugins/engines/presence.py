@@ -63,12 +63,30 @@ def socket_lease(engine_ids: list[str], holder: str, until: dt.datetime,
 
 def socket_release(engine_id: str, holder: str, url: str | None) -> bool:
     now = utcnow()
-    changes = {Engine.socket_until: now, Engine.last_seen: now}
+    # No holder any more: a released lease is not "lapsed" (see lapsed_leases).
+    changes = {Engine.socket_until: now, Engine.last_seen: now, Engine.socket_holder: None}
     if url is not None:
         changes[Engine.url] = peewee.Case(None, [(Engine.url == url, None)], Engine.url)
     updated = Engine.update(changes).where(
         (Engine.id == engine_id) & (Engine.socket_holder == holder)).execute()
     return bool(updated)
+
+
+def lapsed_leases(limit: int = 500) -> list[str]:
+    """Engines whose lease ran out while still held: each claimed by one caller (the holder is
+    cleared in a conditional UPDATE, so concurrent instances never both announce one)."""
+    now = utcnow()
+    rows = (Engine.select(Engine.id, Engine.socket_holder)
+            .where(Engine.socket_holder.is_null(False) & (Engine.socket_until <= now))
+            .limit(limit).tuples())
+    claimed = []
+    for engine_id, holder in rows:
+        updated = Engine.update({Engine.socket_holder: None}).where(
+            (Engine.id == engine_id) & (Engine.socket_holder == holder)
+            & (Engine.socket_until <= now)).execute()
+        if updated:
+            claimed.append(engine_id)
+    return claimed
 
 
 def register_url(engine_id: str, url: str, policy: AddressPolicy) -> str:

@@ -400,13 +400,19 @@ class Realtime:
         period = self.cfg.lease_s / 3
         while True:
             await asyncio.sleep(period)
+            if self.closing:
+                return
             engine_ids = [eid for eid, sids in self.engine_sids.items() if sids]
-            if not engine_ids or self.closing:
-                continue
+            hook = self.gateway.hook
             try:
-                await self.run_sync(functools.partial(
-                    self.gateway.hook.flowork_engine_socket_lease, engine_ids=engine_ids,
-                    holder=self.instance_id, until=self.lease_until(), take_over=False))
+                if engine_ids:
+                    await self.run_sync(functools.partial(
+                        hook.flowork_engine_socket_lease, engine_ids=engine_ids,
+                        holder=self.instance_id, until=self.lease_until(), take_over=False))
+                # Engines another instance held when it died: tell their GUIs they are gone.
+                lapsed = await self.run_sync(hook.flowork_engine_lapsed_leases) or []
+                for engine_id in lapsed:
+                    await self.push_status(engine_id)
             except Exception:  # the database may be down for a moment: try again next period
                 log.warning("realtime: could not renew presence leases", exc_info=True)
 
