@@ -51,7 +51,16 @@ async def authenticate(rt: Realtime, headers: Mapping[str, str], environ: Mappin
                        kind: str) -> Principal:
     """The principal of ``kind`` for these headers; raises the kernel's GatewayError."""
     req = sign_in_request(headers, environ)
-    return await rt.run_sync(rt.gateway.authenticate, req, kind)
+    return await rt.run_sync(_sign_in, rt.gateway, req, kind)
+
+
+def _sign_in(gateway: Any, req: falcon.Request, kind: str) -> Principal:
+    principal = gateway.authenticate(req, kind)
+    # Admission hooks (rate limits) see a socket sign-in as a request of group "realtime".
+    admit = getattr(gateway, "admit", None)
+    if admit is not None:
+        admit(req, falcon.Response(), "realtime")
+    return principal
 
 
 def user_headers(auth: Any, environ: Mapping[str, Any]) -> dict[str, str]:
