@@ -38,8 +38,15 @@ GUI_NS = "/gui-socket"
 #: (through the manager, so they cross instances with Redis), handled by ``on_control``.
 CONTROL_NS = "/_flowork-control"
 ALL_ENGINES = "engines"
-#: How long a decision about who may use an engine is reused (share changes clear it at once).
+#: How long a decision about who may use an engine is reused (share changes clear it at once;
+#: the TTL bounds what an engine going offline elsewhere, which sends no event, can leave stale).
 ACCESS_TTL_S = 1.0
+#: How long an engine's owner and guests are reused for routing replies and pushes: every share
+#: change clears it on every instance, so this only bounds a lost control message. Vitals
+#: arrive every 5 s per engine; a short TTL would cost queries for each.
+AUDIENCE_TTL_S = 10.0
+#: Bound on each cache (entries are only ever re-read, so dropping them all is safe).
+CACHE_MAX = 100_000
 
 
 def engine_room(engine_id: str) -> str:
@@ -141,7 +148,7 @@ class GuiConn:
 
 @dataclass
 class Audience:
-    """Who hears about an engine: its owner and guests (cached for ACCESS_TTL_S)."""
+    """Who hears about an engine: its owner and guests (cached for AUDIENCE_TTL_S)."""
 
     owner_id: int
     owner_address: str  # lowercase
@@ -186,7 +193,8 @@ class Realtime:
         self.guis: dict[str, GuiConn] = {}  # sid → GUI socket
         self.vitals: dict[str, Any] = {}  # engine id → last vitals heard here
         self._audiences: dict[str, Audience] = {}
-        self._access: dict[tuple[int, str], tuple[float, Any]] = {}
+        #: engine id → account id → (until, (role, socket online))
+        self._access: dict[str, dict[int, tuple[float, Any]]] = {}
         self._renewer: asyncio.Task | None = None
         self.closing = False  # set at shutdown: leases were released already
         self.engine_ns = EngineNamespace(self)
@@ -302,8 +310,7 @@ class Realtime:
 
     def forget_access(self, engine_id: str) -> None:
         self._audiences.pop(engine_id, None)
-        for key in [k for k in self._access if k[1] == engine_id]:
-            self._access.pop(key, None)
+        self._access.pop(engine_id, None)
 
     async def audience(self, engine_id: str) -> Audience | None:
         """The engine's owner and guests (None if the engine is gone)."""
@@ -313,7 +320,9 @@ class Realtime:
             return cached
         audience = await self.run_sync(self._load_audience, engine_id)
         if audience is not None:
-            audience.expires = now + ACCESS_TTL_S
+            audience.expires = now + AUDIENCE_TTL_S
+            if len(self._audiences) >= CACHE_MAX:
+                self._audiences.clear()
             self._audiences[engine_id] = audience
         return audience
 
@@ -336,15 +345,15 @@ class Realtime:
     async def access(self, account_id: int, engine_id: str) -> tuple[str | None, bool]:
         """(role of ``account_id`` on ``engine_id`` — owner/admin/runner/reader — or None,
         whether a socket holds the engine now), reused for ACCESS_TTL_S."""
-        key = (account_id, engine_id)
         now = time.monotonic()
-        cached = self._access.get(key)
+        by_account = self._access.get(engine_id)
+        cached = by_account.get(account_id) if by_account is not None else None
         if cached is not None and cached[0] > now:
             return cached[1]
         result = await self.run_sync(self._load_access, account_id, engine_id)
-        if len(self._access) > 100_000:  # bounded: stale entries are only ever re-read
+        if len(self._access) >= CACHE_MAX:
             self._access.clear()
-        self._access[key] = (now + ACCESS_TTL_S, result)
+        self._access.setdefault(engine_id, {})[account_id] = (now + ACCESS_TTL_S, result)
         return result
 
     def _load_access(self, account_id: int, engine_id: str) -> tuple[str | None, bool]:
