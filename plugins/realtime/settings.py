@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway_kernel import Setting
-from gateway_kernel.config import Config, as_int, as_str
+from gateway_kernel.config import Config, as_int, as_seconds, as_str
 
 SETTINGS = (
     Setting("FLOWORK_REALTIME_MAX_PAYLOAD_BYTES", as_int(1024, 64 * 1024 * 1024), 1024 * 1024,
@@ -14,10 +14,10 @@ SETTINGS = (
     Setting("FLOWORK_REALTIME_EVENTS_PER_S", as_int(1, 1_000_000), 100,
             "events one socket may send per second (bursts up to twice that); the excess is "
             "dropped with an `error` event"),
-    Setting("FLOWORK_REALTIME_LEASE_S", as_int(3, 3600), 30,
+    Setting("FLOWORK_REALTIME_LEASE_S", as_seconds(3, 3600), 30.0,
             "presence lease of an engine held by a socket, renewed every third of it; an "
             "instance that dies leaves its engines online at most this long"),
-    Setting("FLOWORK_REALTIME_AUTH_TIMEOUT_S", as_int(1, 300), 15,
+    Setting("FLOWORK_REALTIME_AUTH_TIMEOUT_S", as_seconds(1, 300), 15.0,
             "an engine socket that has not signed in by then is disconnected"),
     Setting("FLOWORK_REALTIME_CHANNEL", as_str, "flowork-realtime",
             "Redis channel the instances of one deployment share (with FLOWORK_REDIS_URL)"),
@@ -28,8 +28,8 @@ SETTINGS = (
 class RealtimeConfig:
     max_payload: int
     events_per_s: int
-    lease_s: int
-    auth_timeout_s: int
+    lease_s: float
+    auth_timeout_s: float
     channel: str
     redis_url: str | None
     cors_origins: tuple[str, ...]
