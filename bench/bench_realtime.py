@@ -225,7 +225,7 @@ def main() -> int:
         logs = Path(tmp)
         baseline = start_baseline(logs)
         gateway = start_gateway({"DATABASE_URL": f"sqlite:///{tmp}/bench.db",
-                                 "FLOWORK_REALTIME_EVENTS_PER_S": "1000000"}, logs)
+                                 "FLOWORK_REALTIME_EVENT_RATE": "1000000"}, logs)
         try:
             owner = Signer.new()
             r = httpx.post(gateway.url("/user/engines"), json={"name": "bench"},

@@ -11,7 +11,7 @@ SETTINGS = (
     Setting("FLOWORK_REALTIME_MAX_PAYLOAD_BYTES", as_int(1024, 64 * 1024 * 1024), 1024 * 1024,
             "largest Socket.IO event payload relayed (an `error` event above; a message over "
             "twice this closes the connection)"),
-    Setting("FLOWORK_REALTIME_EVENTS_PER_S", as_int(1, 1_000_000), 100,
+    Setting("FLOWORK_REALTIME_EVENT_RATE", as_int(1, 1_000_000), 100,
             "events one socket may send per second (bursts up to twice that); the excess is "
             "dropped with an `error` event"),
     Setting("FLOWORK_REALTIME_LEASE_S", as_seconds(3, 3600), 30.0,
@@ -38,7 +38,7 @@ class RealtimeConfig:
     def from_config(cls, config: Config) -> RealtimeConfig:
         return cls(
             max_payload=config["FLOWORK_REALTIME_MAX_PAYLOAD_BYTES"],
-            events_per_s=config["FLOWORK_REALTIME_EVENTS_PER_S"],
+            events_per_s=config["FLOWORK_REALTIME_EVENT_RATE"],
             lease_s=config["FLOWORK_REALTIME_LEASE_S"],
             auth_timeout_s=config["FLOWORK_REALTIME_AUTH_TIMEOUT_S"],
             channel=config["FLOWORK_REALTIME_CHANNEL"],
