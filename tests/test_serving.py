@@ -76,7 +76,7 @@ def start(tmp: Path, upstream: Upstream, **settings: str) -> tuple[GatewayProces
     gateway = GatewayProcess.start(env, log_dir=tmp, threads=4, server="uvicorn")
     try:
         owner = Signer.new()
-        headers = owner.headers(timestamp=int(time.time()) + 30)
+        headers = owner.headers(timestamp=int(time.time()) + 10)  # within the 15 s skew
         r = httpx.post(gateway.url("/user/engines"), json={"name": "up"}, headers=headers)
         assert r.status_code == 201, r.text
         r = httpx.post(gateway.url("/engine/heartbeat"), json={"url": upstream.url},
