@@ -352,3 +352,27 @@ def test_cors_origins_are_those_of_rest(tmp_path):
         assert no_origin.status_code == 200
     finally:
         gateway.stop()
+
+
+def test_open_connections_are_in_the_metrics_by_namespace(gw):
+    from procs import SERVICE_SECRET
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def gauge() -> dict[str, float]:
+        text = httpx.get(gw.base + "/metrics", headers={"X-API-Key": SERVICE_SECRET}).text
+        return {s.labels["namespace"]: s.value for f in text_string_to_metric_families(text)
+                for s in f.samples if s.name == "flowork_realtime_connections"}
+
+    user = Signer.new()
+    before = gauge()
+
+    async def scenario():
+        peer = GuiPeer()
+        await peer.open(gw.base, auth={"headers": socket_headers(user)})
+        await peer.next("initial_engine_statuses")
+        during = gauge()
+        assert during["/gui-socket"] == before.get("/gui-socket", 0) + 1
+        assert "/engine-socket" in during
+        await peer.close()
+
+    run(scenario())

@@ -191,6 +191,10 @@ class Realtime:
         self.engines: dict[str, EngineConn] = {}  # sid → engine socket
         self.engine_sids: dict[str, set[str]] = {}  # engine id → its sids here
         self.guis: dict[str, GuiConn] = {}  # sid → GUI socket
+        connections = gateway.metrics.gauge("flowork_realtime_connections",
+                                            "Open Socket.IO connections", ("namespace",))
+        connections.labels("/engine-socket").set_function(lambda: len(self.engines))
+        connections.labels("/gui-socket").set_function(lambda: len(self.guis))
         self.vitals: dict[str, Any] = {}  # engine id → last vitals heard here
         self._audiences: dict[str, Audience] = {}
         #: engine id → account id → (until, (role, socket online))
