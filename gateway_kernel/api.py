@@ -2,7 +2,8 @@
 
 A plugin is a class registered as an entry point in the ``flowork_gateway.plugins`` group.
 It subclasses :class:`GatewayPlugin` (name, version, requirements, settings) and implements
-hooks from :mod:`gateway_kernel.hookspecs` with the ``@hookimpl`` decorator.
+hooks from :mod:`gateway_kernel.hookspecs` (or another plugin's ``hookspecs`` module) with the
+``@hookimpl`` decorator.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pluggy
@@ -41,6 +43,9 @@ class GatewayPlugin:
     settings: ClassVar[tuple[Setting, ...]] = ()
     #: One-line description for ``flowork-gateway plugins``.
     description: ClassVar[str] = ""
+    #: The module specifying the hooks this plugin calls (pytest's ``pytest_addhooks``). None:
+    #: ``<plugin package>.hookspecs`` if that module exists. Added before any plugin registers.
+    hookspecs: ClassVar[ModuleType | None] = None
 
 
 @dataclass(frozen=True)

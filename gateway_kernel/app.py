@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import itertools
 import logging
 import os
@@ -11,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -156,6 +159,24 @@ def available_plugins() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def plugin_hookspecs(plugin: GatewayPlugin) -> ModuleType | None:
+    """The module of hooks ``plugin`` declares: its ``hookspecs`` attribute, else its
+    package's ``hookspecs`` module if there is one."""
+    declared = getattr(plugin, "hookspecs", None)
+    if declared is not None:
+        if not isinstance(declared, ModuleType):
+            raise PluginError(f"plugin {plugin.name!r}: 'hookspecs' must be a module")
+        return declared
+    package = type(plugin).__module__.rpartition(".")[0]
+    if not package:
+        return None
+    try:
+        found = importlib.util.find_spec(f"{package}.hookspecs")
+    except ImportError:
+        return None
+    return importlib.import_module(f"{package}.hookspecs") if found is not None else None
+
+
 def load_plugins(names: Sequence[str]) -> list[GatewayPlugin]:
     """Instantiate the named plugins through stevedore, loudly."""
     if not names:
@@ -203,6 +224,12 @@ class Gateway:
         for plugin in plugins:
             self._check_plugin(plugin)
             self.plugins[plugin.name] = plugin
+        # Every plugin's own specs first, so that registering validates each hookimpl.
+        for plugin in self.plugins.values():
+            specs = plugin_hookspecs(plugin)
+            if specs is not None:
+                self.pm.add_hookspecs(specs)
+        for plugin in self.plugins.values():
             self.pm.register(plugin, name=plugin.name)
         self._check_requirements()
         try:

@@ -1,19 +1,24 @@
-"""Every hook of the Flowork Gateway, in one file, grouped by lifecycle.
+"""The kernel's hooks, grouped by lifecycle: what the kernel calls and plugins implement.
 
 Plugins implement these with ``@gateway_kernel.hookimpl``. Unless a docstring says
 *firstresult*, pluggy calls every implementation and returns the list of their non-None
-results. A misspelt hook implementation (a ``gateway_*`` or ``flowork_*`` method marked
-``@hookimpl`` that matches no spec here) fails at start-up (``pm.check_pending()``).
+results. A misspelt hook implementation (a ``@hookimpl`` method that matches no spec) fails at
+start-up (``pm.check_pending()``).
 
-Hooks prefixed ``gateway_`` are called by the kernel. Hooks prefixed ``flowork_`` are the
-contract between the bundled product plugins (engines, sharing, proxy, auth): the kernel never
-calls them; they are specified here so that each side can be replaced without touching the
-other. ``tests/test_hookspecs.py`` fails when a hook here is undocumented or never implemented.
+Plugins declare their own hooks the way pytest plugins do (``pytest_addhooks``): a plugin
+that *calls* a hook of its own (the proxy asking who resolves an engine, say) specifies it in
+its ``hookspecs`` module (``GatewayPlugin.hookspecs``, by default ``<plugin package>.hookspecs``
+when that module exists), and the kernel adds every enabled plugin's specs before it registers
+any plugin. A plugin implementing another plugin's hook that it does not ``require`` marks the
+implementation ``@hookimpl(optionalhook=True)``: the hook then simply goes uncalled when the
+declaring plugin is disabled. ``tests/test_hookspecs.py`` fails when a hook (kernel or plugin)
+is undocumented or never implemented, and when a bundled plugin implements a hook nobody
+declares.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -192,160 +197,3 @@ def gateway_commands() -> list[Command]:
     ``flowork_gateway.commands`` entry points do not provide, after the configuration loads:
     prefer the entry points, whose commands ``--help`` lists fast and even when the
     configuration is broken."""
-
-
-# --- Flowork contract: engines, sharing, proxy ------------------------------------------------
-
-
-class EngineIdentity(NamedTuple):
-    """An engine as seen by the engine-token scheme."""
-
-    engine_id: str
-    owner_account_id: int
-
-
-class EngineTarget(NamedTuple):
-    """Where a proxied request goes: the engine and its base URL (``None`` when offline)."""
-
-    engine_id: str
-    url: str | None
-    online: bool
-    #: True when the URL came from operator configuration (trusted), not a heartbeat.
-    static: bool = False
-    #: True when the principal owns the engine. False (a guest's request) means the caller's
-    #: credential is exposed to the engine's owner (``gateway_credential_exposed``).
-    owned: bool = False
-
-
-class EngineGuest(NamedTuple):
-    """A user an engine is shared with, and the share's role."""
-
-    account: Account
-    role: str
-
-
-@hookspec(firstresult=True)
-def flowork_engine_by_token_digest(digest: str) -> EngineIdentity | None:
-    """*firstresult*. The engine whose token has this hex SHA-256 digest, or None.
-    Must be an indexed lookup (O(1) in the number of engines)."""
-
-
-@hookspec
-def flowork_engine_guests(engine_id: str) -> list[EngineGuest]:
-    """Users, other than the owner, who may use ``engine_id`` (sharing contributes these)."""
-
-
-@hookspec(firstresult=True)
-def flowork_engine_guest_role(engine_id: str, account_id: int) -> str | None:
-    """*firstresult*. The role of ``account_id`` on someone else's ``engine_id``, or None."""
-
-
-@hookspec
-def flowork_engines_shared_with(account_id: int) -> list[str]:
-    """Ids of engines other users shared with ``account_id``."""
-
-
-@hookspec(firstresult=True)
-def flowork_resolve_engine(
-    gateway: Gateway, principal: Principal, engine_id: str | None
-) -> EngineTarget | None:
-    """*firstresult*. The engine a user principal's proxied request goes to: ``engine_id`` if
-    given (owned or shared, else raise 404), else the principal's own most recently seen online
-    engine (never a shared one: a guest's signature must not go to another owner unasked).
-    Raise ``GatewayError`` 404/503 as API.md says; None means no resolver answered."""
-
-
-@hookspec
-def flowork_proxy_request(
-    gateway: Gateway,
-    principal: Principal | None,
-    target: EngineTarget,
-    method: str,
-    path: str,
-    headers: dict[str, str],
-) -> None:
-    """Called for each request the proxy is about to forward. ``headers`` (lowercase names)
-    may be changed in place; raise ``GatewayError`` to refuse the request."""
-
-
-
-# --- Flowork contract: realtime presence and change events ------------------------------------
-
-
-class EngineStatus(NamedTuple):
-    """An engine as the GUI's status pushes show it (``flowork_engine_statuses``)."""
-
-    engine_id: str
-    name: str
-    owner_account_id: int
-    online: bool
-    last_seen: Any  # naive-UTC datetime or None
-    #: True while a realtime socket holds the engine (its lease has not lapsed).
-    socket_online: bool = False
-
-
-@hookspec
-def flowork_engine_statuses(account_id: int) -> list[EngineStatus]:
-    """Engines ``account_id`` may see, with presence: the engines plugin answers the owned
-    ones, the sharing plugin the ones shared with the account. Realtime merges every list for
-    ``initial_engine_statuses`` and picks a GUI's default engine from it."""
-
-
-@hookspec(firstresult=True)
-def flowork_engine_status(engine_id: str) -> EngineStatus | None:
-    """*firstresult*. One engine's status (owner and presence), or None if it does not exist.
-    Realtime uses it to check a GUI command's target and to build status pushes."""
-
-
-@hookspec(firstresult=True)
-def flowork_engine_socket_lease(engine_ids: list[str], holder: str, until: Any,
-                                take_over: bool) -> list[str]:
-    """*firstresult*. A realtime socket holds these engines: mark them online until ``until``
-    (naive UTC) on behalf of ``holder`` (one gateway instance). ``take_over`` (a new socket)
-    makes ``holder`` the holder whoever held them before; otherwise (the periodic renewal)
-    only leases this holder holds, or that have lapsed, are extended. Returns the ids leased
-    (a deleted engine is missing). A lease that is not renewed lapses, so an instance that
-    dies holding sockets leaves nothing online for longer than one lease."""
-
-
-@hookspec(firstresult=True)
-def flowork_engine_socket_release(engine_id: str, holder: str, url: str | None) -> bool:
-    """*firstresult*. ``holder``'s last socket of ``engine_id`` closed: offline at once if
-    ``holder`` still holds the lease (another instance may have taken it over), and the stored
-    URL cleared if it is ``url`` (the one the socket registered). True if it went offline."""
-
-
-@hookspec(firstresult=True)
-def flowork_engine_lapsed_leases() -> list[str]:
-    """*firstresult*. Engines whose socket lease lapsed without a release (the instance holding
-    the socket died), each returned once to exactly one caller, which announces them offline.
-    Every instance's realtime plugin calls it once per renewal period."""
-
-
-@hookspec(firstresult=True)
-def flowork_engine_register_url(engine_id: str, url: str) -> str:
-    """*firstresult*. Store the URL an engine reported over its socket, under the same policy
-    as the heartbeat's ``url``; returns the stored (normalised) URL. Raises ``ValueError``
-    (with a reason safe to log) when the URL is refused."""
-
-
-@hookspec
-def flowork_engine_shares_changed(engine_id: str, account_id: int, change: str) -> None:
-    """Event, after commit: the share of ``engine_id`` with ``account_id`` was ``created``,
-    ``role_changed`` or ``revoked`` (seed and alias routes alike). Sharing calls it; realtime
-    tells the engine to re-read its auth list and the guest about the new or removed engine.
-    Called from request threads: implementations must not block."""
-
-
-@hookspec
-def flowork_kill_switch_changed(component_id: str, disabled: bool) -> None:
-    """Event, after commit: a component was disabled (``disabled``) or enabled again through
-    the kill switch. Realtime tells every connected engine to sync. Must not block."""
-
-
-@hookspec
-def flowork_engine_credentials_revoked(engine_id: str, owner_account_id: int,
-                                       deleted: bool) -> None:
-    """Event, after commit: ``engine_id``'s token was reset, or the engine ``deleted``. Realtime
-    refuses and closes the engine's open sockets and, on delete, tells the owner's GUIs
-    (``engine_deleted``). Must not block."""

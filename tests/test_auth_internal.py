@@ -8,9 +8,9 @@ import falcon.testing
 import pytest
 
 from gateway_kernel import GatewayPlugin, Route, hookimpl
-from gateway_kernel.hookspecs import EngineIdentity
 from gateway_kernel.http import send_json
 from gateway_kernel.testing import SERVICE_SECRET
+from gateway_plugins.auth_internal.hookspecs import EngineIdentity
 from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
 ENGINE_ID = "9b2f4c1e-2d4a-4f7e-9a51-0c3b7d1e5f60"

@@ -1,9 +1,10 @@
 """The engines plugin: engines and tokens, presence, claim flow, kill switch, user state.
 
-It answers two contract hooks for other plugins: ``flowork_engine_by_token_digest`` (the
-engine-token scheme of auth_internal) and ``flowork_resolve_engine`` (the proxy), and asks
-``flowork_engine_guests`` / ``flowork_engine_guest_role`` / ``flowork_engines_shared_with``
-of whoever shares engines, without knowing who that is.
+It answers two hooks other plugins declare: ``flowork_engine_by_token_digest`` (the
+engine-token scheme of auth_internal, ``auth_internal.hookspecs``) and ``flowork_resolve_engine``
+(the proxy, ``proxy.hookspecs``), and declares in its own ``hookspecs`` the ones it asks of
+whoever shares engines (``flowork_engine_guests`` / ``flowork_engine_guest_role`` /
+``flowork_engines_shared_with``), without knowing who that is.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from gateway_kernel import Gateway, GatewayPlugin, Principal, Route, hookimpl, netpolicy
-from gateway_kernel.hookspecs import EngineIdentity, EngineStatus, EngineTarget
+from gateway_plugins.auth_internal.hookspecs import EngineIdentity
+from gateway_plugins.proxy.hookspecs import EngineTarget
 
 from . import components, presence, queries
 from .claims import ClaimToken, SelectForAuth
+from .hookspecs import EngineStatus
 from .models import MIGRATIONS, MODELS
 from .resolve import resolve_engine
 from .resources import (
@@ -86,7 +89,7 @@ class EnginesPlugin(GatewayPlugin):
         row = queries.engine_by_digest(digest)
         return EngineIdentity(row[0], row[1]) if row else None
 
-    @hookimpl
+    @hookimpl(optionalhook=True)  # the proxy declares it; it may be disabled
     def flowork_resolve_engine(
         self, gateway: Gateway, principal: Principal, engine_id: str | None
     ) -> EngineTarget | None:

@@ -13,9 +13,9 @@ import datetime as dt
 import peewee
 
 from gateway_kernel import Param, Prepared, utcnow
-from gateway_kernel.hookspecs import EngineStatus
 from gateway_kernel.netpolicy import AddressPolicy
 
+from .hookspecs import EngineStatus
 from .models import Engine, is_online
 
 _STATUS_COLUMNS = (Engine.id, Engine.name, Engine.owner, Engine.last_seen, Engine.socket_until)

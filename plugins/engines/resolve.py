@@ -17,8 +17,8 @@ import datetime as dt
 
 from gateway_kernel import Param, Prepared, utcnow
 from gateway_kernel.errors import GatewayError, not_found
-from gateway_kernel.hookspecs import EngineTarget
 from gateway_kernel.http import parse_uuid
+from gateway_plugins.proxy.hookspecs import EngineTarget
 
 from .models import Engine, is_online, online_condition
 from .settings import EnginesConfig

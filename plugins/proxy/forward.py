@@ -21,11 +21,11 @@ import falcon
 import httpx
 
 from gateway_kernel.errors import GatewayError, bad_request, not_found, unavailable
-from gateway_kernel.hookspecs import EngineTarget
 from gateway_kernel.http import body_stream, body_too_large
 
 from .breaker import CircuitBreaker
 from .cache import CachedResponse, CacheKey, ResponseCache, freshness
+from .hookspecs import EngineTarget
 from .transport import EngineTransport, Exchange
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ import peewee
 from gateway_kernel import Account, Param, Prepared, utcnow
 from gateway_kernel.db import is_postgres
 from gateway_kernel.errors import bad_request, conflict, limit_reached, not_found
-from gateway_kernel.hookspecs import EngineGuest, EngineStatus
 from gateway_kernel.http import isoformat, parse_uuid, read_json_object, require_str, send_json
+from gateway_plugins.engines.hookspecs import EngineGuest, EngineStatus
 from gateway_plugins.engines.models import Engine, engine_json
 from gateway_plugins.engines.presence import status_of
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from gateway_kernel import Gateway, GatewayPlugin, Route, Setting, hookimpl
 from gateway_kernel.config import as_int, as_str
-from gateway_kernel.hookspecs import EngineGuest, EngineStatus
+from gateway_plugins.engines.hookspecs import EngineGuest, EngineStatus
 
 from . import engine_shares as es
 from . import workflow_links as wl
