@@ -12,7 +12,7 @@ import argparse
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pluggy
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 PROJECT = "flowork_gateway"
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-PrincipalKind = Literal["public", "user", "engine", "service"]
 PRINCIPAL_KINDS: tuple[str, ...] = ("public", "user", "engine", "service")
 
 
@@ -82,8 +81,23 @@ class AuthScheme:
 
     name: str = ""
     kind: str = ""
-    #: Request headers this scheme reads (advertised to CORS and in OpenAPI).
+    #: Request headers this scheme reads (advertised to CORS; a proxy never passes them to a
+    #: party they are not meant for).
     headers: tuple[str, ...] = ()
+    #: Error codes this scheme answers, by status (401: missing or wrong credential), listed
+    #: on every OpenAPI operation that needs this scheme's kind.
+    error_codes: Mapping[int, tuple[str, ...]] = {}
+
+    def openapi_security_schemes(self) -> dict[str, dict[str, Any]]:
+        """This scheme's ``components.securitySchemes`` entries. An operation needing this
+        scheme's kind requires all of them together (:meth:`openapi_requirement`); several
+        schemes of one kind are alternatives. Default: one ``apiKey`` entry per header."""
+        return {f"{self.name}.{header}": {"type": "apiKey", "in": "header", "name": header}
+                for header in self.headers}
+
+    def openapi_requirement(self) -> dict[str, list[str]]:
+        """The OpenAPI security requirement object this scheme satisfies."""
+        return {name: [] for name in self.openapi_security_schemes()}
 
     def authenticate(self, req: falcon.Request) -> Principal | None:
         raise NotImplementedError

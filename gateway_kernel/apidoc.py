@@ -11,26 +11,37 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .openapi import SECURITY_BY_KIND
-
 HTTP_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
 
 
 def reference_document(plugins: str = "bundled") -> dict[str, Any]:
     """The OpenAPI document of a gateway with ``plugins`` and default settings (in-memory
     SQLite, nothing read from the environment)."""
+    return _reference(plugins)[0]
+
+
+def reference_markdown(plugins: str = "bundled") -> str:
+    """docs/api-reference.md for a gateway with ``plugins`` and default settings."""
+    return render_markdown(*_reference(plugins))
+
+
+def _reference(plugins: str) -> tuple[dict[str, Any], dict[str, Any]]:
     from .app import create_gateway
-    from .openapi import build_document
+    from .openapi import auth_docs, build_document
 
     gateway = create_gateway(environ={}, settings={"DATABASE_URL": "sqlite:///:memory:",
                                                    "FLOWORK_PLUGINS": plugins})
     try:
-        return build_document(gateway)
+        return build_document(gateway), auth_docs(gateway.schemes).security
     finally:
         gateway.close()
 
 
-def render_markdown(doc: Mapping[str, Any]) -> str:
+def render_markdown(doc: Mapping[str, Any],
+                    security_by_kind: Mapping[str, Any] | None = None) -> str:
+    """``security_by_kind`` (:func:`gateway_kernel.openapi.auth_docs`) names operations'
+    auth by principal kind; without it, by security scheme names."""
+    kinds = security_by_kind or {}
     info = doc.get("info", {})
     prefix = (doc.get("servers") or [{}])[0].get("url", "")
     out = [
@@ -54,11 +65,11 @@ def render_markdown(doc: Mapping[str, Any]) -> str:
     operations = list(_operations(doc))
     for method, path, op in operations:
         anchor = _anchor(f"{method} {path}")
-        out.append(f"| {method.upper()} | [`{path}`](#{anchor}) | {_auth(op)} | "
+        out.append(f"| {method.upper()} | [`{path}`](#{anchor}) | {_auth(op, kinds)} | "
                    f"{_cell(op.get('summary', ''))} |")
     out.append("")
     for method, path, op in operations:
-        out.extend(_render_operation(method, path, op))
+        out.extend(_render_operation(method, path, op, kinds))
     schemas = doc.get("components", {}).get("schemas", {})
     if schemas:
         out.extend(["## Schemas", ""])
@@ -82,9 +93,10 @@ def _operations(doc: Mapping[str, Any]):
                 yield method, path, item[method]
 
 
-def _render_operation(method: str, path: str, op: Mapping[str, Any]) -> list[str]:
+def _render_operation(method: str, path: str, op: Mapping[str, Any],
+                      kinds: Mapping[str, Any]) -> list[str]:
     out = [f"### {method.upper()} {path}", "", f"{op.get('summary', '')}", "",
-           f"Auth: `{_auth(op)}`.", ""]
+           f"Auth: `{_auth(op, kinds)}`.", ""]
     if op.get("description"):
         out.extend([op["description"], ""])
     params = op.get("parameters", [])
@@ -179,9 +191,9 @@ def _type(schema: Mapping[str, Any]) -> str:
     return f"{result} ({', '.join(details)})" if details else result
 
 
-def _auth(op: Mapping[str, Any]) -> str:
+def _auth(op: Mapping[str, Any], kinds: Mapping[str, Any]) -> str:
     security = op.get("security", [])
-    for kind, requirement in SECURITY_BY_KIND.items():
+    for kind, requirement in kinds.items():
         if security == requirement:
             return kind
     names = sorted({name for req in security for name in req})

@@ -6,10 +6,13 @@ responses every route shares, ``ref("Engine")`` points at a component schema.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .api import AuthScheme
     from .app import Gateway
 
 ERROR_SCHEMA = {
@@ -18,13 +21,9 @@ ERROR_SCHEMA = {
     "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
 }
 
-#: Security requirement per principal kind (scheme names are in components.securitySchemes).
-SECURITY_BY_KIND: dict[str, list[dict[str, list[str]]]] = {
-    "public": [],
-    "user": [{"UserAddress": [], "UserSignature": [], "UserSignedMessage": []}],
-    "engine": [{"EngineToken": []}],
-    "service": [{"ApiKey": []}],
-}
+#: Where :func:`op` leaves what :func:`build_document` completes from the enabled auth schemes
+#: (the security requirement and the schemes' error codes); removed from the document.
+_PENDING = "x-flowork-pending"
 
 _METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 
@@ -64,8 +63,10 @@ def op(
     errors: Mapping[int, Iterable[str]] | None = None,
     tags: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """One operation. ``errors`` maps status → codes; 401/413/500 are added per ``auth``."""
-    result: dict[str, Any] = {"summary": summary, "security": SECURITY_BY_KIND[auth]}
+    """One operation. ``errors`` maps status → codes; 413/500/503 are added, and
+    :func:`build_document` adds the security requirement and the 401 codes of the enabled
+    auth schemes of kind ``auth``."""
+    result: dict[str, Any] = {"summary": summary, "security": []}
     if tags:
         result["tags"] = list(tags)
     params = list(parameters)
@@ -76,30 +77,67 @@ def op(
             "required": body_required,
             "content": {"application/json": {"schema": dict(body)}},
         }
-    out: dict[str, Any] = {str(k): dict(v) for k, v in responses.items()}
-    all_errors: dict[int, list[str]] = {k: list(v) for k, v in (errors or {}).items()}
-    if auth != "public":
-        all_errors.setdefault(401, []).extend(
-            {"user": ["missing_auth", "malformed_message", "stale_signature", "address_mismatch",
-                      "invalid_signature", "revoked", "signature_exposed"],
-             "engine": ["invalid_engine_token"],
-             "service": ["invalid_api_key"]}[auth]
-        )
+    result["responses"] = {str(k): dict(v) for k, v in responses.items()}
+    result[_PENDING] = {
+        "auth": auth,
+        "errors": {k: list(v) for k, v in (errors or {}).items()},
+        "body": body is not None,
+        "path_params": any(p.get("in") == "path" for p in params),
+    }
+    return result
+
+
+def _complete(operation: dict[str, Any], auth: AuthDocs) -> None:
+    """Fill in what :func:`op` left pending, for the gateway's enabled schemes."""
+    pending = operation.pop(_PENDING)
+    kind = pending["auth"]
+    operation["security"] = auth.security.get(kind, [])
+    all_errors: dict[int, list[str]] = pending["errors"]
+    if kind != "public":
+        for status, codes in auth.error_codes.get(kind, {}).items():
+            all_errors.setdefault(status, []).extend(codes)
         # The kernel's failed-authentication throttle (gateway_kernel/throttle.py).
         all_errors.setdefault(429, []).append("too_many_requests")
-        if auth == "service":
-            all_errors.setdefault(503, []).append("service_auth_not_configured")
-    if body is not None:
+    if pending["body"]:
         all_errors.setdefault(400, []).append("invalid_body")
         all_errors.setdefault(413, []).append("body_too_large")
-    if any(p.get("in") == "path" for p in params):
+    if pending["path_params"]:
         all_errors.setdefault(404, []).append("not_found")
     all_errors.setdefault(500, []).append("internal_error")
     all_errors.setdefault(503, []).append("database_unavailable")
+    out = operation["responses"]
     for status, codes in sorted(all_errors.items()):
         out.setdefault(str(status), error(_STATUS_TEXT.get(status, "Error"), *dict.fromkeys(codes)))
-    result["responses"] = out
-    return result
+
+
+@dataclass(frozen=True)
+class AuthDocs:
+    """What the enabled auth schemes put in the document, by principal kind."""
+
+    #: components.securitySchemes entries of every enabled scheme.
+    components: dict[str, dict[str, Any]]
+    #: The security requirement list per kind (one alternative per scheme; public: none).
+    security: dict[str, list[dict[str, list[str]]]]
+    #: Error codes by status per kind, from the kind's schemes in order.
+    error_codes: dict[str, dict[int, list[str]]]
+
+
+def auth_docs(schemes: Mapping[str, Iterable[AuthScheme]]) -> AuthDocs:
+    """Derive the security part of the document from the enabled schemes (by kind)."""
+    components: dict[str, dict[str, Any]] = {}
+    security: dict[str, list[dict[str, list[str]]]] = {"public": []}
+    error_codes: dict[str, dict[int, list[str]]] = {}
+    for kind, kind_schemes in schemes.items():
+        requirements = security.setdefault(kind, [])
+        codes = error_codes.setdefault(kind, {})
+        for scheme in kind_schemes:
+            components.update(scheme.openapi_security_schemes())
+            requirement = scheme.openapi_requirement()
+            if requirement:
+                requirements.append(requirement)
+            for status, found in scheme.error_codes.items():
+                codes.setdefault(int(status), []).extend(found)
+    return AuthDocs(components, security, error_codes)
 
 
 def path_param(name: str, description: str = "", fmt: str | None = None) -> dict[str, Any]:
@@ -153,7 +191,10 @@ def build_document(gateway: Gateway) -> dict[str, Any]:
                     "schema": {"type": "string"}}}},
             }, tags=["system"]),
         }
+    auth = auth_docs(gateway.schemes)
+    doc["components"]["securitySchemes"].update(auth.components)
     for _plugin, part in gateway._per_plugin("gateway_openapi", gateway=gateway):
+        part = copy.deepcopy(part)  # completed below; a plugin may hand out a shared part
         # A plugin without REST paths (Socket.IO, say) describes itself in prose and a tag.
         if part.get("description"):
             info = doc["info"]
@@ -172,6 +213,8 @@ def build_document(gateway: Gateway) -> dict[str, Any]:
         for method, operation in item.items():
             if method not in _METHODS:
                 continue
+            if _PENDING in operation:
+                _complete(operation, auth)
             responses = operation.setdefault("responses", {})
             for status, codes in common.items():
                 responses.setdefault(str(status), error(_STATUS_TEXT.get(status, "Error"),

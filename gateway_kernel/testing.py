@@ -36,6 +36,10 @@ POSTGRES_ENV = "FLOWORK_TEST_POSTGRES_URL"
 #: Which of a gateway's two faces tests drive: "uvicorn" (ASGI, the default) or "waitress" (WSGI).
 SERVER_ENV = "FLOWORK_TEST_SERVER"
 SERVICE_SECRET = "test-service-secret-" + "x" * 16
+#: The setting fixture-built gateways give SERVICE_SECRET (the bundled service scheme's secret).
+SERVICE_SECRET_SETTING = "GATEWAY_SECRET_TOKEN"  # noqa: S105  (a setting name)
+#: The service scheme's header when a test builds its gateways itself (the bundled scheme's).
+DEFAULT_SERVICE_HEADER = "X-API-Key"
 
 
 def test_server() -> str:
@@ -170,7 +174,7 @@ def make_gateway(gateway_database_url: str) -> Iterator[GatewayFactory]:
 
     ``plugins`` is a FLOWORK_PLUGINS value (string or list). Every gateway a test builds
     shares the test's database unless ``settings`` names another ``DATABASE_URL``, so two
-    calls give two instances on one database. ``GATEWAY_SECRET_TOKEN`` defaults to
+    calls give two instances on one database. ``SERVICE_SECRET_SETTING`` defaults to
     ``SERVICE_SECRET`` in tests.
     """
     built: list[Gateway] = []
@@ -183,7 +187,7 @@ def make_gateway(gateway_database_url: str) -> Iterator[GatewayFactory]:
         merged: dict[str, Any] = {
             "DATABASE_URL": gateway_database_url,
             "FLOWORK_PLUGINS": plugins if isinstance(plugins, str) else ",".join(plugins),
-            "GATEWAY_SECRET_TOKEN": SERVICE_SECRET,
+            SERVICE_SECRET_SETTING: SERVICE_SECRET,
         }
         merged.update(settings or {})
         gateway = create_gateway(environ={}, settings=merged, extra_plugins=extra_plugins)
@@ -209,7 +213,18 @@ def client(gateway: Gateway) -> GatewayTestClient:
     return GatewayTestClient(gateway)
 
 
+def service_headers_for(gateway: Gateway, secret: str = SERVICE_SECRET) -> dict[str, str]:
+    """Headers presenting ``secret`` to ``gateway``'s first ``service`` scheme (the first
+    header it reads; ``DEFAULT_SERVICE_HEADER`` when no service scheme is enabled)."""
+    schemes = gateway.schemes.get("service") or []
+    header = schemes[0].headers[0] if schemes and schemes[0].headers else DEFAULT_SERVICE_HEADER
+    return {header: secret}
+
+
 @pytest.fixture
-def service_headers() -> dict[str, str]:
-    """Headers of the internal service principal in fixture-built gateways."""
-    return {"X-API-Key": SERVICE_SECRET}
+def service_headers(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Headers of the internal service principal in fixture-built gateways: derived from the
+    service scheme of the test's ``gateway`` when it uses that fixture, else the default."""
+    if "gateway" in request.fixturenames:
+        return service_headers_for(request.getfixturevalue("gateway"))
+    return {DEFAULT_SERVICE_HEADER: SERVICE_SECRET}

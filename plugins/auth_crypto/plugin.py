@@ -142,6 +142,21 @@ class CryptoUserScheme(AuthScheme):
     name = "crypto"
     kind = "user"
     headers = (_HEADER_ADDRESS, _HEADER_SIGNATURE, _HEADER_MESSAGE, "X-Payload-Version")
+    error_codes = {401: ("missing_auth", "malformed_message", "stale_signature",
+                         "address_mismatch", "invalid_signature", "revoked", "signature_exposed")}
+
+    def openapi_security_schemes(self) -> dict[str, dict[str, Any]]:
+        return {
+            "UserAddress": {"type": "apiKey", "in": "header", "name": _HEADER_ADDRESS,
+                            "description": "0x address, any case"},
+            "UserSignature": {"type": "apiKey", "in": "header", "name": _HEADER_SIGNATURE,
+                              "description": "EIP-191 personal_sign: 0x + 130 hex"},
+            "UserSignedMessage": {
+                "type": "apiKey", "in": "header", "name": _HEADER_MESSAGE,
+                "description": "flowork_api_auth|<address>|<unix seconds>, or b64: + "
+                               "base64url of an EIP-4361 message",
+            },
+        }
 
     def __init__(self, gateway: Gateway, policy: Policy, cache: bool = True) -> None:
         self.gateway = gateway
@@ -475,17 +490,6 @@ class AuthCryptoPlugin(GatewayPlugin):
                     },
                     "AuthMessage": {"type": "object", "required": ["message"],
                                 "properties": {"message": {"type": "string"}}},
-                },
-                "securitySchemes": {
-                    "UserAddress": {"type": "apiKey", "in": "header", "name": _HEADER_ADDRESS,
-                                    "description": "0x address, any case"},
-                    "UserSignature": {"type": "apiKey", "in": "header", "name": _HEADER_SIGNATURE,
-                                      "description": "EIP-191 personal_sign: 0x + 130 hex"},
-                    "UserSignedMessage": {
-                        "type": "apiKey", "in": "header", "name": _HEADER_MESSAGE,
-                        "description": "flowork_api_auth|<address>|<unix seconds>, or b64: + "
-                                       "base64url of an EIP-4361 message",
-                    },
                 },
             },
         }

@@ -27,6 +27,11 @@ class EngineTokenScheme(AuthScheme):
     name = "engine_token"
     kind = "engine"
     headers = (_ENGINE_HEADER,)
+    error_codes = {401: ("invalid_engine_token",)}
+
+    def openapi_security_schemes(self) -> dict[str, dict[str, Any]]:
+        return {"EngineToken": {"type": "apiKey", "in": "header", "name": _ENGINE_HEADER,
+                                "description": "dev_engine_ + 30 base62 + 6 base62 CRC32"}}
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
@@ -58,6 +63,11 @@ class ServiceKeyScheme(AuthScheme):
     name = "api_key"
     kind = "service"
     headers = (_SERVICE_HEADER,)
+    error_codes = {401: ("invalid_api_key",), 503: ("service_auth_not_configured",)}
+
+    def openapi_security_schemes(self) -> dict[str, dict[str, Any]]:
+        return {"ApiKey": {"type": "apiKey", "in": "header", "name": _SERVICE_HEADER,
+                           "description": "the gateway's GATEWAY_SECRET_TOKEN"}}
 
     def __init__(self, secret: str | None) -> None:
         # Empty counts as unset: service routes are then closed, never open.
@@ -110,16 +120,3 @@ class AuthInternalPlugin(GatewayPlugin):
     @hookimpl
     def gateway_auth_schemes(self, gateway: Gateway) -> list[AuthScheme]:
         return [self.engine_scheme, self.service_scheme]
-
-    @hookimpl
-    def gateway_openapi(self, gateway: Gateway) -> dict[str, Any]:
-        return {
-            "components": {
-                "securitySchemes": {
-                    "EngineToken": {"type": "apiKey", "in": "header", "name": _ENGINE_HEADER,
-                                    "description": "dev_engine_ + 30 base62 + 6 base62 CRC32"},
-                    "ApiKey": {"type": "apiKey", "in": "header", "name": _SERVICE_HEADER,
-                               "description": "the gateway's GATEWAY_SECRET_TOKEN"},
-                },
-            },
-        }

@@ -42,9 +42,10 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
     "upgrade", "proxy-authenticate", "proxy-authorization",
 })
-# Never forwarded: the gateway's own business (credentials for it, identity it asserts).
+# Never forwarded: the gateway's own business (identity it asserts; the credentials of its
+# auth schemes are dropped by Forwarder.credential_headers / foreign_credential_headers).
 _REQUEST_DROP = HOP_BY_HOP | {
-    "host", "cookie", "x-api-key", "x-engine-token", "x-flowork-user-id", "x-flowork-engine-id",
+    "host", "cookie", "x-flowork-user-id", "x-flowork-engine-id",
     "x-request-id", "content-length", "expect",
 }
 _CLIENT_ADDRESS = frozenset({"forwarded", "x-real-ip"})  # and every x-forwarded-*
@@ -170,6 +171,16 @@ class Forwarder:
             h.lower() for schemes in self.gateway.schemes.values() for s in schemes
             for h in s.headers
         ) | {"authorization"}
+
+    @functools.cached_property
+    def foreign_credential_headers(self) -> frozenset[str]:
+        """Headers of the schemes of other kinds than ``user``: a user's request to an engine
+        carries the user's own credential (the engine checks it), never an engine's or a
+        service's."""
+        return frozenset(
+            h.lower() for kind, schemes in self.gateway.schemes.items() if kind != "user"
+            for s in schemes for h in s.headers
+        )
 
     # -- entry points ------------------------------------------------------------------------
 
@@ -353,7 +364,7 @@ class Forwarder:
                 continue
             if not trusted and (name in _CLIENT_ADDRESS or name.startswith("x-forwarded-")):
                 continue
-            if public and name in self.credential_headers:
+            if name in (self.credential_headers if public else self.foreign_credential_headers):
                 continue
             if _TOKEN.match(name) and _VALUE.match(value):
                 headers[name] = value
