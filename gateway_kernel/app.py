@@ -229,7 +229,9 @@ class Gateway:
             specs = plugin_hookspecs(plugin)
             if specs is not None:
                 self.pm.add_hookspecs(specs)
-        for plugin in self.plugins.values():
+        # pluggy calls the last registered plugin first: registering in reverse load order
+        # makes every hook run in load order (gateway_kernel.hookspecs, "Call order").
+        for plugin in reversed(self.plugins.values()):
             self.pm.register(plugin, name=plugin.name)
         self._check_requirements()
         try:
@@ -327,16 +329,20 @@ class Gateway:
                     )
 
     def _per_plugin(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call one hook plugin by plugin, keeping who answered what (load order)."""
+        """Call one hook through pluggy plugin by plugin, in pluggy's (the documented) order,
+        keeping who answered what: [(plugin name, its non-None answer)]."""
         caller = getattr(self.pm.hook, hook_name)
-        order = {name: i for i, name in enumerate(self.plugins)}
-        impls = sorted(caller.get_hookimpls(), key=lambda i: order.get(i.plugin_name, 1 << 30))
+        firstresult = bool(caller.spec and caller.spec.opts.get("firstresult"))
         results = []
-        for impl in impls:
-            wanted = {k: v for k, v in kwargs.items() if k in impl.argnames}
-            value = impl.function(**wanted)
-            if value is not None:
-                results.append((impl.plugin_name, value))
+        # get_hookimpls() lists implementations in reverse call order.
+        for impl in reversed(caller.get_hookimpls()):
+            if impl.hookwrapper or impl.wrapper:
+                continue
+            others = [p for name, p in self.pm.list_name_plugin() if name != impl.plugin_name]
+            answer = self.pm.subset_hook_caller(hook_name, others)(**kwargs)
+            for value in ([answer] if firstresult else answer):
+                if value is not None:
+                    results.append((impl.plugin_name, value))
         return results
 
     def allow_request_body(self, size: int) -> None:

@@ -14,6 +14,24 @@ implementation ``@hookimpl(optionalhook=True)``: the hook then simply goes uncal
 declaring plugin is disabled. ``tests/test_hookspecs.py`` fails when a hook (kernel or plugin)
 is undocumented or never implemented, and when a bundled plugin implements a hook nobody
 declares.
+
+Call order
+----------
+Every hook, kernel or plugin-declared, is called through pluggy, and pluggy calls its
+implementations in plugin *load order*: ``FLOWORK_PLUGINS`` order (``bundled`` expands to
+``gateway_kernel.config.BUNDLED``), then the ``extra_plugins`` of ``create_gateway``. (The
+kernel registers plugins in reverse load order, because pluggy calls the last registered
+first.) So ``gateway_configure``, ``gateway_startup``, ``gateway_shutdown`` and
+``gateway_user_permissions`` run plugin after plugin in load order, and in a *firstresult*
+hook the first plugin in load order that answers (non-None) wins. A plugin that must run
+earlier or later says so deliberately with ``@hookimpl(tryfirst=True)`` /
+``@hookimpl(trylast=True)``; no bundled plugin does.
+
+Where the kernel needs to know which plugin answered what (routes, sinks, middleware, auth
+schemes, models, migrations, OpenAPI parts), it calls the hook plugin by plugin in that same
+order, each call through pluggy (``pm.subset_hook_caller`` limited to one plugin), so tracing
+and a plugin's own wrappers still apply; a wrapper does not see other plugins' answers to
+those hooks. No kernel code calls an implementation function directly.
 """
 
 from __future__ import annotations
@@ -50,12 +68,14 @@ def gateway_configure(gateway: Gateway) -> None:
 
 @hookspec
 def gateway_startup(gateway: Gateway) -> None:
-    """The app is wired and the database migrated; start background work here."""
+    """The app is wired and the database migrated; start background work here. Called once,
+    in plugin load order."""
 
 
 @hookspec
 def gateway_shutdown(gateway: Gateway) -> None:
-    """The gateway is closing: stop background work, close clients. Must not raise."""
+    """The gateway is closing: stop background work, close clients. Must not raise. Called
+    in plugin load order."""
 
 
 # --- schema -------------------------------------------------------------------------------------
@@ -183,7 +203,8 @@ def gateway_resolve_account(gateway: Gateway, identifier: str) -> Account | None
 
 @hookspec
 def gateway_user_permissions(gateway: Gateway, account: Account) -> list[str]:
-    """Permission names for ``account``; all implementations' lists are merged in order."""
+    """Permission names for ``account``; all implementations' lists are merged in plugin load
+    order (duplicates dropped)."""
 
 
 # --- CLI --------------------------------------------------------------------------------------
