@@ -42,6 +42,7 @@ from .config import (
 from .db import (
     DATABASE_DOWN_ERRORS,
     Migration,
+    MigrationRecord,
     activate,
     database,
     deactivate,
@@ -135,6 +136,7 @@ def _new_request_id() -> str:
 
 
 _FIELD = re.compile(r"\{[^}]*\}")
+_PLUGIN_NAME = re.compile(r"[a-z][a-z0-9_]{0,49}")
 
 
 class PluginError(ConfigError):
@@ -148,8 +150,16 @@ class PluginInfo:
     description: str
     requires: tuple[str, ...]
     hooks: list[str] = field(default_factory=list)
-    models: list[str] = field(default_factory=list)
+    #: Hooks this plugin declares for others (its hookspecs module).
+    declares: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
     routes: list[str] = field(default_factory=list)
+    settings: list[str] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[str]:
+        """The tables of this plugin's models (the former name of ``tables``)."""
+        return self.tables
 
 
 def available_plugins() -> dict[str, str]:
@@ -234,6 +244,8 @@ class Gateway:
         for plugin in reversed(self.plugins.values()):
             self.pm.register(plugin, name=plugin.name)
         self._check_requirements()
+        #: Table name -> owner (plugin name, or "kernel"); a table has one owner.
+        self.table_owners = self._check_tables()
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
@@ -311,8 +323,14 @@ class Gateway:
     @staticmethod
     def _check_plugin(plugin: object) -> None:
         name = getattr(plugin, "name", "")
-        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,49}", name):
-            raise PluginError(f"plugin object {plugin!r} has no valid 'name' attribute")
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin object {plugin!r} has no 'name' attribute")
+        if not _PLUGIN_NAME.fullmatch(name):
+            raise PluginError(
+                f"plugin {name!r} ({type(plugin).__module__}.{type(plugin).__qualname__}): a "
+                f"plugin name is lowercase letters, digits and '_', starting with a letter, at "
+                f"most 50 characters (it keys settings, migrations and routes)"
+            )
         for attr in ("version", "requires", "settings"):
             if not hasattr(plugin, attr):
                 raise PluginError(f"plugin {name!r} lacks the {attr!r} attribute")
@@ -327,6 +345,22 @@ class Gateway:
                         f"plugin {plugin.name!r} requires plugin {required!r}, which is not "
                         f"enabled (add it to FLOWORK_PLUGINS)"
                     )
+
+    def _check_tables(self) -> dict[str, str]:
+        """Refuse a model on a table that the kernel or another plugin already owns."""
+        owners = {model._meta.table_name: KERNEL for model in (Account, MigrationRecord)}
+        for plugin, models in self._per_plugin("gateway_models"):
+            for model in models:
+                table = model._meta.table_name
+                owner = owners.setdefault(table, plugin)
+                if owner != plugin:
+                    held = "the kernel" if owner == KERNEL else f"plugin {owner!r}"
+                    raise PluginError(
+                        f"table clash: plugin {plugin!r} declares model {model.__name__} on "
+                        f"table {table!r}, which {held} owns (prefix tables with the plugin "
+                        f"name)"
+                    )
+        return owners
 
     def _per_plugin(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call one hook through pluggy plugin by plugin, in pluggy's (the documented) order,
@@ -375,10 +409,12 @@ class Gateway:
         return migrate(self.db, self.migration_plan())
 
     def plugin_info(self) -> list[PluginInfo]:
-        models = dict(self._per_plugin("gateway_models"))
         infos = []
         for name, plugin in self.plugins.items():
             hooks = sorted(c.name for c in self.pm.get_hookcallers(plugin) or [])
+            specs = plugin_hookspecs(plugin)
+            declares = sorted(n for n, f in vars(specs).items()
+                              if hasattr(f, f"{PROJECT}_spec")) if specs else []
             infos.append(
                 PluginInfo(
                     name=name,
@@ -386,8 +422,10 @@ class Gateway:
                     description=getattr(plugin, "description", ""),
                     requires=tuple(plugin.requires),
                     hooks=hooks,
-                    models=sorted(m._meta.table_name for m in models.get(name, [])),
+                    declares=declares,
+                    tables=sorted(t for t, o in self.table_owners.items() if o == name),
                     routes=[f"{API_PREFIX}{r.path}" for o, r in self.routes if o == name],
+                    settings=[s.name for s in plugin.settings],
                 )
             )
         return infos
@@ -526,6 +564,7 @@ class Gateway:
         return app
 
     def _add_route(self, app: falcon.App, plugin: str, route: Route) -> None:
+        _check_path(plugin, "route", route.path)
         shape = _FIELD.sub("{}", route.path.rstrip("/") or "/")
         owner = self._shapes.get(shape)
         if owner is not None:
@@ -589,6 +628,7 @@ class Gateway:
         return False
 
     def _add_sink(self, app: falcon.App, plugin: str, sink: Sink) -> None:
+        _check_path(plugin, "sink", sink.prefix)
         if sink.auth != "public" and sink.auth not in self.schemes:
             raise PluginError(
                 f"plugin {plugin!r}: sink {sink.prefix} needs {sink.auth!r} principals but no "
@@ -760,6 +800,14 @@ def _raw_path(req: falcon.Request) -> str | None:
     if "://" in raw:  # absolute-form request target
         raw = urlsplit(raw).path
     return raw.split("?", 1)[0]
+
+
+def _check_path(plugin: str, what: str, path: object) -> None:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise PluginError(
+            f"plugin {plugin!r}: {what} path {path!r} must start with '/' (paths are relative "
+            f"to {API_PREFIX}; without the slash it would be served at {API_PREFIX}{path})"
+        )
 
 
 def _route_kinds(route: Route) -> set[str]:

@@ -480,10 +480,11 @@ def _print_plugins(gateway: Gateway, show_all: bool) -> None:
         if info.requires:
             print(f"  requires: {', '.join(info.requires)}")
         print(f"  hooks:    {', '.join(info.hooks) or '-'}")
-        print(f"  models:   {', '.join(info.models) or '-'}")
+        if info.declares:
+            print(f"  declares: {', '.join(info.declares)}")
+        print(f"  tables:   {', '.join(info.tables) or '-'}")
         print(f"  routes:   {', '.join(info.routes) or '-'}")
-        settings = [s.name for s in gateway.plugins[info.name].settings]
-        print(f"  settings: {', '.join(settings) or '-'}")
+        print(f"  settings: {', '.join(info.settings) or '-'}")
     if show_all:
         for name, target in sorted(available_plugins().items()):
             if name not in gateway.plugins:
