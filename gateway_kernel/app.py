@@ -365,19 +365,31 @@ class Gateway:
     def _per_plugin(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Call one hook through pluggy plugin by plugin, in pluggy's (the documented) order,
         keeping who answered what: [(plugin name, its non-None answer)]."""
-        caller = getattr(self.pm.hook, hook_name)
-        firstresult = bool(caller.spec and caller.spec.opts.get("firstresult"))
+        firstresult = self._firstresult(hook_name)
         results = []
+        for plugin, call in self._callers_by_plugin(hook_name):
+            answer = call(**kwargs)
+            for value in ([answer] if firstresult else answer):
+                if value is not None:
+                    results.append((plugin, value))
+        return results
+
+    def _firstresult(self, hook_name: str) -> bool:
+        caller = getattr(self.pm.hook, hook_name)
+        return bool(caller.spec and caller.spec.opts.get("firstresult"))
+
+    def _callers_by_plugin(self, hook_name: str) -> list[tuple[str, Any]]:
+        """(plugin name, a pluggy caller of ``hook_name`` limited to that plugin), in call
+        order: for hooks where each answer is kept apart or feeds the next call."""
+        caller = getattr(self.pm.hook, hook_name)
+        callers = []
         # get_hookimpls() lists implementations in reverse call order.
         for impl in reversed(caller.get_hookimpls()):
             if impl.hookwrapper or impl.wrapper:
                 continue
             others = [p for name, p in self.pm.list_name_plugin() if name != impl.plugin_name]
-            answer = self.pm.subset_hook_caller(hook_name, others)(**kwargs)
-            for value in ([answer] if firstresult else answer):
-                if value is not None:
-                    results.append((impl.plugin_name, value))
-        return results
+            callers.append((impl.plugin_name, self.pm.subset_hook_caller(hook_name, others)))
+        return callers
 
     def allow_request_body(self, size: int) -> None:
         """Let the server accept request bodies of ``size`` bytes (call in gateway_configure).
@@ -665,13 +677,11 @@ class Gateway:
             app = ObservedASGI(
                 build_asgi_app(self, self._kernel_middleware, self._plugin_middleware),
                 self._observer)
-            order = {name: i for i, name in enumerate(self.plugins)}
-            caller = self.pm.hook.gateway_asgi_middleware
-            for impl in sorted(caller.get_hookimpls(),
-                               key=lambda i: order.get(i.plugin_name, 1 << 30)):
-                wrapped = impl.function(gateway=self, app=app)
-                if wrapped is not None:
-                    app = wrapped
+            # Each plugin wraps the previous result: called plugin by plugin, through pluggy.
+            for _plugin, call in self._callers_by_plugin("gateway_asgi_middleware"):
+                for wrapped in call(gateway=self, app=app):
+                    if wrapped is not None:
+                        app = wrapped
             self._asgi = app
         return self._asgi
 
