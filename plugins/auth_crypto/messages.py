@@ -15,6 +15,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
+from . import errors as codes
 from .verify import is_acceptable_case, is_address
 
 #: Longest X-Signed-Message header accepted (b64 of a SIWE message with a few resources).
@@ -65,7 +66,7 @@ def parse(header: str, socket: bool = False) -> SignedMessage:
     ``socket``: the message signs a realtime connection, so ``flowork_socket_auth|…`` is
     accepted too."""
     if len(header) > MAX_MESSAGE_HEADER:
-        raise MessageError("malformed_message", "X-Signed-Message is too long")
+        raise MessageError(codes.MALFORMED_MESSAGE, "X-Signed-Message is too long")
     if header.startswith("b64:"):
         return parse_siwe(_decode_b64(header[4:]))
     match = LEGACY_RE.fullmatch(header)
@@ -73,7 +74,7 @@ def parse(header: str, socket: bool = False) -> SignedMessage:
         match = SOCKET_RE.fullmatch(header)
     if match is None:
         raise MessageError(
-            "malformed_message",
+            codes.MALFORMED_MESSAGE,
             "X-Signed-Message must be 'flowork_api_auth|<address>|<unix seconds>' or "
             "'b64:' + base64url of a Sign-In with Ethereum message",
         )
@@ -87,12 +88,12 @@ def parse(header: str, socket: bool = False) -> SignedMessage:
 
 def _decode_b64(data: str) -> str:
     if not _B64_RE.fullmatch(data):
-        raise MessageError("malformed_message", "X-Signed-Message: invalid base64url")
+        raise MessageError(codes.MALFORMED_MESSAGE, "X-Signed-Message: invalid base64url")
     try:
         raw = base64.urlsafe_b64decode(data.rstrip("=") + "=" * (-len(data.rstrip("=")) % 4))
         return raw.decode("utf-8")
     except (binascii.Error, ValueError):
-        raise MessageError("malformed_message", "X-Signed-Message: invalid base64url") from None
+        raise MessageError(codes.MALFORMED_MESSAGE, "X-Signed-Message: invalid base64url") from None
 
 
 def parse_rfc3339(value: str) -> float:
@@ -116,7 +117,7 @@ def parse_siwe(text: str) -> SignedMessage:
     """Parse an EIP-4361 message strictly, line by line, in the order the ABNF gives."""
 
     def bad(reason: str) -> MessageError:
-        return MessageError("malformed_message", f"Sign-In with Ethereum message: {reason}")
+        return MessageError(codes.MALFORMED_MESSAGE, f"Sign-In with Ethereum message: {reason}")
 
     lines = text.split("\n")
     if len(lines) < 8 or "\r" in text:
@@ -206,27 +207,27 @@ def check(message: SignedMessage, policy: Policy, now: float) -> float:
     """Apply domain and clock rules; return the time (unix s) the message stops being valid."""
     if message.kind == "legacy":
         if message.issued_at > now + policy.future_skew_s:
-            raise MessageError("stale_signature", "Signed message timestamp is in the future")
+            raise MessageError(codes.STALE_SIGNATURE, "Signed message timestamp is in the future")
         expires = message.issued_at + policy.window_s
         if now > expires:
-            raise MessageError("stale_signature", "Signed message has expired; sign a new one")
+            raise MessageError(codes.STALE_SIGNATURE, "Signed message has expired; sign a new one")
         return expires
     if message.domain != policy.domain:
-        raise MessageError("malformed_message", "Sign-In with Ethereum message is for another domain")
+        raise MessageError(codes.MALFORMED_MESSAGE, "Sign-In with Ethereum message is for another domain")
     if policy.chain_ids and message.chain_id not in policy.chain_ids:
-        raise MessageError("malformed_message", "Sign-In with Ethereum chain id is not allowed")
+        raise MessageError(codes.MALFORMED_MESSAGE, "Sign-In with Ethereum chain id is not allowed")
     assert message.expires_at is not None
     if message.expires_at <= message.issued_at:
-        raise MessageError("malformed_message", "Expiration Time must be after Issued At")
+        raise MessageError(codes.MALFORMED_MESSAGE, "Expiration Time must be after Issued At")
     if message.expires_at - message.issued_at > policy.siwe_max_lifetime_s:
         raise MessageError(
-            "malformed_message",
+            codes.MALFORMED_MESSAGE,
             f"Sign-In with Ethereum lifetime exceeds {policy.siwe_max_lifetime_s:.15g} seconds",
         )
     if message.issued_at > now + policy.future_skew_s:
-        raise MessageError("stale_signature", "Issued At is in the future")
+        raise MessageError(codes.STALE_SIGNATURE, "Issued At is in the future")
     if message.not_before is not None and now < message.not_before:
-        raise MessageError("stale_signature", "Sign-In with Ethereum message is not valid yet")
+        raise MessageError(codes.STALE_SIGNATURE, "Sign-In with Ethereum message is not valid yet")
     if now >= message.expires_at:
-        raise MessageError("stale_signature", "Sign-In with Ethereum message has expired")
+        raise MessageError(codes.STALE_SIGNATURE, "Sign-In with Ethereum message has expired")
     return message.expires_at

@@ -30,6 +30,7 @@ from gateway_kernel.errors import bad_request, unauthorized
 from gateway_kernel.http import isoformat, send_json
 from gateway_kernel.openapi import error, json_response, op, ref
 
+from . import errors as codes
 from . import messages
 from .cache import ExpiringCache
 from .messages import MessageError, Policy
@@ -142,8 +143,7 @@ class CryptoUserScheme(AuthScheme):
     name = "crypto"
     kind = "user"
     headers = (_HEADER_ADDRESS, _HEADER_SIGNATURE, _HEADER_MESSAGE, "X-Payload-Version")
-    error_codes = {401: ("missing_auth", "malformed_message", "stale_signature",
-                         "address_mismatch", "invalid_signature", "revoked", "signature_exposed")}
+    error_codes = {401: codes.UNAUTHORIZED_CODES}
 
     def openapi_security_schemes(self) -> dict[str, dict[str, Any]]:
         return {
@@ -175,7 +175,7 @@ class CryptoUserScheme(AuthScheme):
 
     def missing(self) -> Exception:
         return unauthorized(
-            "missing_auth", "Authentication required: send X-User-Address, X-Signature and "
+            codes.MISSING_AUTH, "Authentication required: send X-User-Address, X-Signature and "
             "X-Signed-Message"
         )
 
@@ -189,7 +189,7 @@ class CryptoUserScheme(AuthScheme):
             raise self.missing()
         # Size caps before anything else touches the values.
         if len(address) > 42 or len(signature) > 132 or len(text) > messages.MAX_MESSAGE_HEADER:
-            raise unauthorized("malformed_message", "An authentication header is too long")
+            raise unauthorized(codes.MALFORMED_MESSAGE, "An authentication header is too long")
         now = self.clock()
         # A realtime sign-in (the realtime plugin sets this on the request it builds) may
         # also use the socket message format; the flag is part of the cache key, so a
@@ -222,7 +222,7 @@ class CryptoUserScheme(AuthScheme):
 
     def exposed(self, principal: Principal) -> Exception:
         return unauthorized(
-            "signature_exposed", "This signature was forwarded to an engine you do not own and "
+            codes.SIGNATURE_EXPOSED, "This signature was forwarded to an engine you do not own and "
             "is no longer accepted here; sign a new message")
 
     def spent_audience(self, digest: str, now: float) -> str | None:
@@ -253,12 +253,12 @@ class CryptoUserScheme(AuthScheme):
                socket: bool = False) -> Verified:
         """Every check, cheapest first; the key is recovered only if all others pass."""
         if not is_address(address):
-            raise unauthorized("malformed_message", "X-User-Address must be a 0x address")
+            raise unauthorized(codes.MALFORMED_MESSAGE, "X-User-Address must be a 0x address")
         try:
             message = messages.parse(text, socket)
             if message.address.lower() != address.lower():
                 raise MessageError(
-                    "address_mismatch", "The signed message names another address than "
+                    codes.ADDRESS_MISMATCH, "The signed message names another address than "
                     "X-User-Address",
                 )
             expires = messages.check(message, self.policy, now)
@@ -266,13 +266,13 @@ class CryptoUserScheme(AuthScheme):
         except MessageError as exc:
             raise unauthorized(exc.code, str(exc)) from None
         except InvalidSignature as exc:
-            raise unauthorized("invalid_signature", f"Invalid signature: {exc}") from None
+            raise unauthorized(codes.INVALID_SIGNATURE, f"Invalid signature: {exc}") from None
         try:
             signer = recover_address(message.text, vrs)
         except InvalidSignature as exc:
-            raise unauthorized("invalid_signature", f"Invalid signature: {exc}") from None
+            raise unauthorized(codes.INVALID_SIGNATURE, f"Invalid signature: {exc}") from None
         if signer != bytes.fromhex(address[2:]):
-            raise unauthorized("invalid_signature", "The signature was not made by X-User-Address")
+            raise unauthorized(codes.INVALID_SIGNATURE, "The signature was not made by X-User-Address")
         return Verified(address.lower(), message.issued_at, expires, message.kind)
 
     def account(self, address: str) -> CachedAccount:
@@ -317,7 +317,7 @@ class CryptoUserScheme(AuthScheme):
 def revoked(retry_after: float) -> GatewayError:
     """401 ``revoked``; ``Retry-After``: seconds until a message signed now is past the
     cut-off (0 once it already is)."""
-    return GatewayError(401, "revoked", "This signature was revoked by a logout; sign again",
+    return GatewayError(401, codes.REVOKED, "This signature was revoked by a logout; sign again",
                         {"Retry-After": str(max(0, math.ceil(retry_after)))})
 
 
@@ -444,7 +444,7 @@ class AuthCryptoPlugin(GatewayPlugin):
         if not is_address(value):
             return None
         if not is_acceptable_case(value):
-            raise bad_request("Address fails its EIP-55 checksum", "invalid_identifier")
+            raise bad_request("Address fails its EIP-55 checksum", codes.INVALID_IDENTIFIER)
         return gateway.ensure_account(value.lower())
 
     @hookimpl

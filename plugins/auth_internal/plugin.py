@@ -11,6 +11,7 @@ from gateway_kernel import AuthScheme, GatewayPlugin, Principal, Setting, hookim
 from gateway_kernel.config import as_secret
 from gateway_kernel.errors import unauthorized, unavailable
 
+from . import errors as codes
 from .tokens import is_well_formed, token_digest
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ class EngineTokenScheme(AuthScheme):
     name = "engine_token"
     kind = "engine"
     headers = (_ENGINE_HEADER,)
-    error_codes = {401: ("invalid_engine_token",)}
+    error_codes = {401: (codes.INVALID_ENGINE_TOKEN,)}
 
     def openapi_security_schemes(self) -> dict[str, dict[str, Any]]:
         return {"EngineToken": {"type": "apiKey", "in": "header", "name": _ENGINE_HEADER,
@@ -37,7 +38,7 @@ class EngineTokenScheme(AuthScheme):
         self.gateway = gateway
 
     def missing(self) -> Exception:
-        return unauthorized("invalid_engine_token", "X-Engine-Token is missing")
+        return unauthorized(codes.INVALID_ENGINE_TOKEN, "X-Engine-Token is missing")
 
     def authenticate(self, req: falcon.Request) -> Principal | None:
         token = req.get_header(_ENGINE_HEADER)
@@ -45,10 +46,10 @@ class EngineTokenScheme(AuthScheme):
             return None
         # Format and CRC checksum first: a made-up token never reaches the database.
         if not is_well_formed(token):
-            raise unauthorized("invalid_engine_token", "X-Engine-Token is not a valid token")
+            raise unauthorized(codes.INVALID_ENGINE_TOKEN, "X-Engine-Token is not a valid token")
         identity = self.gateway.hook.flowork_engine_by_token_digest(digest=token_digest(token))
         if identity is None:
-            raise unauthorized("invalid_engine_token", "X-Engine-Token is not a valid token")
+            raise unauthorized(codes.INVALID_ENGINE_TOKEN, "X-Engine-Token is not a valid token")
         return Principal(
             kind="engine",
             scheme=self.name,
@@ -63,7 +64,7 @@ class ServiceKeyScheme(AuthScheme):
     name = "api_key"
     kind = "service"
     headers = (_SERVICE_HEADER,)
-    error_codes = {401: ("invalid_api_key",), 503: ("service_auth_not_configured",)}
+    error_codes = {401: (codes.INVALID_API_KEY,), 503: (codes.SERVICE_AUTH_NOT_CONFIGURED,)}
 
     def openapi_security_schemes(self) -> dict[str, dict[str, Any]]:
         return {"ApiKey": {"type": "apiKey", "in": "header", "name": _SERVICE_HEADER,
@@ -74,13 +75,13 @@ class ServiceKeyScheme(AuthScheme):
         self.secret = secret.encode("utf-8") if secret else None
 
     def _not_configured(self) -> Exception:
-        return unavailable("service_auth_not_configured",
+        return unavailable(codes.SERVICE_AUTH_NOT_CONFIGURED,
                            "Service authentication is not configured (GATEWAY_SECRET_TOKEN)")
 
     def missing(self) -> Exception:
         if self.secret is None:
             return self._not_configured()
-        return unauthorized("invalid_api_key", "X-API-Key is missing")
+        return unauthorized(codes.INVALID_API_KEY, "X-API-Key is missing")
 
     def authenticate(self, req: falcon.Request) -> Principal | None:
         if self.secret is None:
@@ -94,7 +95,7 @@ class ServiceKeyScheme(AuthScheme):
         except UnicodeEncodeError:
             sent = b""
         if not hmac.compare_digest(sent, self.secret):
-            raise unauthorized("invalid_api_key", "X-API-Key is wrong")
+            raise unauthorized(codes.INVALID_API_KEY, "X-API-Key is wrong")
         return Principal(kind="service", scheme=self.name)
 
 

@@ -29,6 +29,7 @@ from gateway_kernel.errors import GatewayError, bad_request, conflict, not_found
 from gateway_kernel.http import parse_uuid, read_json_object, send_json
 from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
+from . import errors as codes
 from .models import Engine, EngineClaim
 from .resources import account_of
 from .settings import EnginesConfig
@@ -46,11 +47,11 @@ def request_digest(request_id: Any, field: str) -> str:
 
 
 def authorization_pending() -> GatewayError:
-    return not_found("The owner has not approved this request (yet)", "authorization_pending")
+    return not_found("The owner has not approved this request (yet)", codes.AUTHORIZATION_PENDING)
 
 
 def expired_token() -> GatewayError:
-    return not_found("This request has expired or was already claimed", "expired_token")
+    return not_found("This request has expired or was already claimed", codes.EXPIRED_TOKEN)
 
 
 def purge_expired(now: dt.datetime) -> int:

@@ -17,6 +17,7 @@ from gateway_kernel import Gateway, utcnow
 from gateway_kernel.errors import GatewayError, bad_request, not_found
 from gateway_kernel.http import isoformat, read_json_object, send_json
 
+from . import errors as codes
 from .models import DisabledComponent
 
 REASON_MAX = 500
@@ -28,7 +29,7 @@ def check_component_id(component_id: str) -> str:
     if not COMPONENT_ID.match(component_id):
         raise bad_request(
             "component_id must be 1-128 characters: letters, digits, '_', '.', ':', '-'",
-            "invalid_component_id",
+            codes.INVALID_COMPONENT_ID,
         )
     return component_id
 

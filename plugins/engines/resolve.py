@@ -20,6 +20,7 @@ from gateway_kernel.errors import GatewayError, not_found
 from gateway_kernel.http import parse_uuid
 from gateway_plugins.proxy.hookspecs import EngineTarget
 
+from . import errors as codes
 from .models import Engine, is_online, online_condition
 from .settings import EnginesConfig
 
@@ -41,7 +42,7 @@ LATEST_OWNED = Prepared(lambda: (
 
 
 def engine_offline(cfg: EnginesConfig) -> GatewayError:
-    return GatewayError(503, "engine_offline", "No online engine is available",
+    return GatewayError(503, codes.ENGINE_OFFLINE, "No online engine is available",
                         {"Retry-After": str(cfg.interval_s)})
 
 

@@ -20,6 +20,7 @@ from gateway_kernel.http import parse_uuid, read_json_object, require_str, send_
 from gateway_kernel.netpolicy import URLRefused, for_gateway
 from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
+from . import errors as codes
 from . import queries
 from .models import Engine, engine_json, engine_row_json
 from .settings import EnginesConfig
@@ -56,7 +57,7 @@ def lock_account(db: peewee.Database, account_id: int) -> None:
 
 def invalid_engine_token() -> GatewayError:
     # The token authenticated a moment ago but its engine is gone (deleted or rotated).
-    return GatewayError(401, "invalid_engine_token", "Engine token is invalid")
+    return GatewayError(401, codes.INVALID_ENGINE_TOKEN, "Engine token is invalid")
 
 
 class _Resource:
@@ -205,7 +206,7 @@ class Heartbeat(_Resource):
                 try:
                     changes[Engine.url] = for_gateway(self.gateway).check_url(url)
                 except URLRefused as exc:
-                    raise bad_request(f"Engine URL refused: {exc}", "invalid_engine_url") from None
+                    raise bad_request(f"Engine URL refused: {exc}", codes.INVALID_ENGINE_URL) from None
         eid = engine_id_of(req)
         if len(changes) == 2:
             updated = TOUCH_ENGINE.cursor(now=changes[Engine.last_seen], engine_id=eid).rowcount

@@ -17,6 +17,7 @@ from gateway_kernel import Gateway, utcnow
 from gateway_kernel.errors import bad_request, limit_reached
 from gateway_kernel.http import read_json, send_json
 
+from . import errors as codes
 from .models import UserState
 from .resources import account_of, lock_account
 
@@ -27,7 +28,7 @@ EMPTY = b"[]"
 
 def check_key(key: str) -> str:
     if not KEY.match(key):
-        raise bad_request("key must be 1-64 characters of a-z, 0-9 and '_'", "invalid_key")
+        raise bad_request("key must be 1-64 characters of a-z, 0-9 and '_'", codes.INVALID_KEY)
     return key
 
 

@@ -20,6 +20,7 @@ from gateway_plugins.engines.hookspecs import EngineGuest, EngineStatus
 from gateway_plugins.engines.models import Engine, engine_json
 from gateway_plugins.engines.presence import status_of
 
+from . import errors as codes
 from .models import EngineShare
 
 if TYPE_CHECKING:
@@ -86,9 +87,9 @@ def create_share(gateway: Gateway, engine: Engine, owner: Account, identifier: s
     _shares_left(engine, limit)
     guest = gateway.find_account(identifier)  # may create a well-formed, unseen address
     if guest is None:
-        raise not_found("No user with that username or address", "user_not_found")
+        raise not_found("No user with that username or address", codes.USER_NOT_FOUND)
     if guest.id == owner.id:
-        raise bad_request("You cannot share an engine with yourself", "cannot_share_with_self")
+        raise bad_request("You cannot share an engine with yourself", codes.CANNOT_SHARE_WITH_SELF)
     try:
         # A savepoint, so the unique violation does not poison an outer transaction
         # (PostgreSQL) and concurrent duplicates give exactly one success.

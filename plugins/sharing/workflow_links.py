@@ -20,6 +20,7 @@ from gateway_kernel.db import is_postgres
 from gateway_kernel.errors import GatewayError, bad_request, limit_reached, not_found
 from gateway_kernel.http import isoformat, parse_uuid, read_json_object, send_json
 
+from . import errors as codes
 from .models import WorkflowLink
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def _caller(req: falcon.Request) -> Account:
 
 
 def invalid_token() -> GatewayError:
-    return not_found("Share link not found or expired", "invalid_share_token")
+    return not_found("Share link not found or expired", codes.INVALID_SHARE_TOKEN)
 
 
 def check_preset_name(name: str) -> str:
@@ -56,7 +57,7 @@ def check_preset_name(name: str) -> str:
         raise bad_request(
             f"Preset name must be 1-{MAX_PRESET_NAME} characters, without control characters "
             "or slashes",
-            "invalid_preset_name",
+            codes.INVALID_PRESET_NAME,
         )
     return name
 
