@@ -52,6 +52,7 @@ from .db import (
     release_connection,
 )
 from .errors import GatewayError, handle_unexpected, serialize_error
+from .http import DEFAULT_MAX_BODY
 from .observe import (
     CONTEXT_KEY,
     LOG_FORMATS,
@@ -79,7 +80,7 @@ KERNEL_SETTINGS = (
             "enabled plugins; 'bundled' = every bundled plugin", allow_empty=False),
     Setting("FLOWORK_AUTH_SCHEMES", as_list, [], "auth scheme order (default: plugin order)"),
     Setting("FLOWORK_CORS_ORIGINS", as_origins, ["*"], "allowed CORS origins", allow_empty=False),
-    Setting("FLOWORK_MAX_BODY_BYTES", as_int(1), 1024 * 1024, "largest JSON request body"),
+    Setting("FLOWORK_MAX_BODY_BYTES", as_int(1), DEFAULT_MAX_BODY, "largest JSON request body"),
     Setting("FLOWORK_DB_POOL_SIZE", as_int(1, 1000), 20, "PostgreSQL pool size per process"),
     Setting("FLOWORK_DB_POOL_TIMEOUT_S", as_seconds(0, 600), 10.0, "wait for a pooled connection"),
     Setting("FLOWORK_REDIS_URL", as_str, None,

@@ -12,6 +12,7 @@ import falcon
 
 from .errors import GatewayError, bad_request, not_found
 
+#: The default of the kernel setting FLOWORK_MAX_BODY_BYTES (one definition, used by both).
 DEFAULT_MAX_BODY = 1024 * 1024
 
 
