@@ -6,12 +6,15 @@ results. A misspelt hook implementation (a ``@hookimpl`` method that matches no 
 start-up (``pm.check_pending()``).
 
 Plugins declare their own hooks the way pytest plugins do (``pytest_addhooks``): a plugin
-that *calls* a hook of its own (the proxy asking who resolves an engine, say) specifies it in
-its ``hookspecs`` module (``GatewayPlugin.hookspecs``, by default ``<plugin package>.hookspecs``
-when that module exists), and the kernel adds every enabled plugin's specs before it registers
-any plugin. A plugin implementing another plugin's hook that it does not ``require`` marks the
-implementation ``@hookimpl(optionalhook=True)``: the hook then simply goes uncalled when the
-declaring plugin is disabled. ``tests/test_hookspecs.py`` fails when a hook (kernel or plugin)
+specifies the hooks of a contract it takes part in in its ``hookspecs`` module
+(``GatewayPlugin.hookspecs``, by default ``<plugin package>.hookspecs`` when that module
+exists), and the kernel adds every enabled plugin's specs before it registers any plugin.
+Which side declares: when one side ``requires`` the other, the required one (the lower layer:
+engines declares what sharing and realtime answer or hear; auth_internal what engines answers),
+so both sides always see the spec; otherwise the caller (the proxy declares
+``flowork_resolve_engine``), and an implementation of a hook whose declaring plugin it does not
+``require`` is marked ``@hookimpl(optionalhook=True)``: it then goes uncalled when that plugin
+is disabled. ``tests/test_hookspecs.py`` fails when a hook (kernel or plugin)
 is undocumented or never implemented, and when a bundled plugin implements a hook nobody
 declares.
 
