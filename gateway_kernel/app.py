@@ -236,9 +236,11 @@ class Gateway:
             self._check_plugin(plugin)
             self.plugins[plugin.name] = plugin
         # Every plugin's own specs first, so that registering validates each hookimpl.
+        added: set[ModuleType] = set()
         for plugin in self.plugins.values():
             specs = plugin_hookspecs(plugin)
-            if specs is not None:
+            if specs is not None and specs not in added:  # two plugins of one package
+                added.add(specs)
                 self.pm.add_hookspecs(specs)
         # pluggy calls the last registered plugin first: registering in reverse load order
         # makes every hook run in load order (gateway_kernel.hookspecs, "Call order").

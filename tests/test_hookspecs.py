@@ -128,3 +128,14 @@ def test_hookspecs_found_by_package_convention():
     assert ProxyPlugin.hookspecs is None
     assert plugin_hookspecs(ProxyPlugin()) is proxy_specs
     assert plugin_hookspecs(_Implements()) is None  # tests/ has no hookspecs module
+
+
+class _AlsoDeclares(_Declares):
+    name = "also_declares"
+
+
+def test_two_plugins_naming_one_hookspecs_module(make_gateway):
+    implements = _Implements()
+    gateway = make_gateway(plugins="auth_internal",
+                           extra_plugins=[_Declares(), _AlsoDeclares(), implements])
+    assert gateway.hook.flowork_test_ping(word="x") == ["X"]
