@@ -116,7 +116,9 @@ def test_plugins_command_lists_hooks_declared_hooks_tables_routes_settings(tmp_p
     out = capsys.readouterr().out
     engines = out[out.index("engines "):]
     assert "  hooks:    " in engines and "gateway_routes" in engines
-    assert "  declares: flowork_engine_guest_role, flowork_engine_guests" in engines
+    declares = next(line for line in engines.splitlines() if line.startswith("  declares: "))
+    assert {"flowork_engine_guests", "flowork_engine_guest_role",
+            "flowork_engines_shared_with"} <= set(declares[12:].split(", "))
     assert "  tables:   engines_claim, engines_disabled_component, engines_engine" in engines
     assert "/api/v1/user/engines" in engines
     assert "  settings: FLOWORK_ENGINE_ONLINE_S" in engines
