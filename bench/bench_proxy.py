@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bytes", type=int, default=None, help="transfer size (default 1 GiB)")
     parser.add_argument("--rounds", type=int, default=None, help="request rounds")
     parser.add_argument("--duration", type=float, default=None, help="seconds per measurement")
-    parser.add_argument("--threads", type=int, default=8, help="worker threads per server")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="gateway worker threads (default: serve's own default per server)")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     mode = suite.Mode(
         name=base.name, duration=args.duration or base.duration, warmup=base.warmup,
         rounds=args.rounds or (1 if args.smoke else 3), transfer_bytes=size,
-        transfer_rounds=1 if args.smoke else 2, many_engines=0, threads=args.threads,
+        transfer_rounds=1 if args.smoke else 2, many_engines=0, threads=suite.FULL.threads,
         connections=args.connections,
     )
     work = Path(tempfile.mkdtemp(prefix="flowork-bench-proxy-"))
@@ -210,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
                 "FLOWORK_ENGINE_ONLINE_S": "86400",
                 "TMPDIR": str(tmpdirs[name]),
             })
+            # Each server with serve's own default worker threads unless --threads is given.
             gateways[name] = suite.Server(f"gateway-{name.replace(' ', '-')}",
-                                          [*suite.gateway_argv(mode.threads), *extra], env, work)
+                                          [*suite.gateway_argv(args.threads), *extra], env, work)
             servers.append(gateways[name])
             gateways[name].wait_up()  # one after the other: both migrate the same database
         for server in servers:
@@ -228,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     tool = "wrk" if loadgen.wrk_path() else "bench/loadgen.py"
-    print(f"Proxy benchmark ({mode.name}): {mode.threads} worker threads per server, "
+    print(f"Proxy benchmark ({mode.name}): gateway worker threads "
+          f"{args.threads or 'as serve defaults'}, baseline and stub {mode.threads} waitress threads, "
           f"{mode.connections} connections from {tool}, {mode.duration:g} s per measurement, "
           f"{mode.rounds} round(s); transfers of {size / MIB:,.0f} MiB, "
           f"{mode.transfer_rounds} round(s).\n")
