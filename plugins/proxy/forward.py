@@ -15,6 +15,7 @@ import hmac
 import ipaddress
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -204,6 +205,14 @@ class Forwarder:
         #: The gateway's one address policy (engines set its allow-list, ``serve`` registers
         #: the listening sockets): every address an engine URL resolves to is checked at connect.
         self.policy = netpolicy.for_gateway(gateway)
+        metrics = gateway.metrics
+        #: Engine exchanges by outcome (ok, timeout, unreachable), time to response headers.
+        self.upstream_latency = metrics.histogram(
+            "flowork_proxy_upstream_seconds", "Time from sending to an engine to its response "
+            "headers, by outcome", ("outcome",))
+        metrics.gauge("flowork_proxy_breakers_open",
+                      "Engines short-circuited by the circuit breaker now").set_function(
+            self.breaker.open_count)
 
     @property
     def transport(self) -> EngineTransport:
@@ -396,6 +405,7 @@ class Forwarder:
         attempt = 0
         raw_method = method.upper().encode("ascii")
         extensions = {"timeout": self.timeouts}
+        started = time.perf_counter()
         while True:
             try:
                 with exchange.active():
@@ -405,7 +415,7 @@ class Forwarder:
                 raise GatewayError(504, "engine_timeout", "The engine did not answer in time",
                                    {"Retry-After": "1"}) from None
             except httpx.TimeoutException as exc:
-                self._failed(key, exc)
+                self._failed(key, exc, "timeout", started)
                 raise GatewayError(504, "engine_timeout",
                                    "The engine did not answer in time") from None
             except httpx.LocalProtocolError:
@@ -414,14 +424,18 @@ class Forwarder:
                 if attempt < retries:
                     attempt += 1
                     continue
-                self._failed(key, exc)
+                self._failed(key, exc, "unreachable", started)
                 raise GatewayError(502, "engine_unreachable",
                                    "The engine could not be reached") from None
             self.breaker.success(key)
+            self.upstream_latency.labels("ok").observe(time.perf_counter() - started)
             exchange.headers_received()
             return response
 
-    def _failed(self, key: tuple[str, str], exc: BaseException) -> None:
+    def _failed(self, key: tuple[str, str], exc: BaseException, outcome: str = "unreachable",
+                started: float | None = None) -> None:
+        if started is not None:
+            self.upstream_latency.labels(outcome).observe(time.perf_counter() - started)
         log.warning("engine %s failed: %s: %s", key[0], type(exc).__name__, exc)
         self.breaker.failure(key)
 
@@ -521,6 +535,7 @@ class Forwarder:
         upload = (_AsyncUpload(req.stream, self.settings.max_upload_bytes, out.length)
                   if out.has_body else None)
         attempt = 0
+        started = time.perf_counter()
         while True:
             try:
                 upstream = await client.request(out.method, out.url, headers, upload,
@@ -535,16 +550,17 @@ class Forwarder:
                 if not isinstance(exc, UpstreamError):
                     raise
                 if isinstance(exc, UpstreamTimeout):
-                    self._failed(out.key, exc)
+                    self._failed(out.key, exc, "timeout", started)
                     raise GatewayError(504, "engine_timeout",
                                        "The engine did not answer in time") from None
                 if attempt < out.retries:  # refused, reset, dropped: nothing was answered
                     attempt += 1
                     continue
-                self._failed(out.key, exc)
+                self._failed(out.key, exc, "unreachable", started)
                 raise GatewayError(502, "engine_unreachable",
                                    "The engine could not be reached") from None
         self.breaker.success(out.key)
+        self.upstream_latency.labels("ok").observe(time.perf_counter() - started)
 
         status = upstream.status
         kept, content_length = response_headers(upstream.headers)
