@@ -1,32 +1,32 @@
-"""The proxy's cost: proxied small JSON against the gateway's own health route and against the
-engine directly, and big transfers through the proxy (throughput and gateway RSS growth).
+"""The proxy's cost: a proxied small GET on each server against a bare Falcon hello under
+waitress, and big transfers through the proxy against the engine directly (throughput, gateway
+RSS growth, temporary files).
 
-    .venv/bin/python bench/bench_proxy.py                 # 1 GiB transfers, about 3 minutes
+    .venv/bin/python bench/bench_proxy.py                 # 1 GiB transfers, a few minutes
     .venv/bin/python bench/bench_proxy.py --smoke         # 32 MiB transfers, short rounds
     .venv/bin/python bench/bench_proxy.py --bytes 268435456 --rounds 5
 
-Three processes on 127.0.0.1: the stub engine (``bench/ceiling.py``, a bare Falcon app), the
-gateway (bundled plugins, SQLite, waitress with ``flowork-gateway serve``'s settings), and the
-load generator (``wrk`` when installed, else ``bench/loadgen.py``). The bench user owns an
-engine whose heartbeat reports the stub's URL; requests carry one reused legacy signature (as
-the GUI sends them) and ``X-Flowork-Engine-ID``. Within each round the three request rows run
-in rotated order; a ratio is the median of its per-round ratios (the machine is shared and
-noisy). Transfers alternate direct and proxied, one streamed request at a time, RSS of the
-gateway sampled from /proc every 10 ms.
-
-The gateway runs under this script's ``serve-gateway`` mode rather than ``flowork-gateway
-serve`` only to raise waitress's own request-body cap (``max_request_body_size``, 1 GiB by
-default, refusing bodies of 1 GiB or more before the app sees them) above the upload size.
+Processes on 127.0.0.1: the baseline (``bench/ceiling.py``: a bare Falcon hello under waitress
+with ``serve``'s settings), the stub engine (the same app's stub sink), the gateway under the
+default server (``flowork-gateway serve``) and the gateway under ``serve --server waitress``
+(one SQLite database for both), and the load generator (``wrk`` when installed, else
+``bench/loadgen.py``). The bench user owns an engine whose heartbeat reports the stub's URL;
+requests carry one reused legacy signature (as the GUI sends them) and
+``X-Flowork-Engine-ID``. Within each round the request rows run in rotated order; a ratio is
+the median of its per-round ratios (the machine is shared and noisy). Transfers alternate
+direct and proxied, one streamed request at a time; during each proxied transfer the gateway's
+RSS and its open temporary files (descriptors under its own ``TMPDIR``) are sampled every 10 ms.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
+import os
 import shutil
 import statistics
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -40,104 +40,144 @@ GIB = 1 << 30
 MIB = 1 << 20
 
 
-def serve_gateway(argv: list[str]) -> int:
-    """Child mode: the bundled gateway from the environment under waitress."""
-    import waitress
+class TempFileSampler:
+    """Most descriptors ``pid`` held at once on files under ``directory`` (Linux /proc)."""
 
-    from gateway_kernel import cli, create_gateway
+    def __init__(self, pid: int, directory: Path) -> None:
+        self.pid = pid
+        self.prefix = str(directory)
+        self.peak = 0
+        self.available = Path(f"/proc/{pid}/fd").exists()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=cli.DEFAULT_THREADS)
-    parser.add_argument("--max-body", type=int, required=True)
-    args = parser.parse_args(argv)
-    gateway = create_gateway()
-    gateway.migrate()
-    gateway.start()
-    gc.collect()  # as `serve` does
-    gc.freeze()
-    options = cli.waitress_options()
-    options["max_request_body_size"] = args.max_body
-    try:
-        waitress.serve(gateway, host=args.host, port=args.port, threads=args.threads, **options)
-    finally:
-        gateway.close()
-    return 0
+    def _count(self) -> int:
+        count = 0
+        try:
+            for fd in os.listdir(f"/proc/{self.pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{self.pid}/fd/{fd}").startswith(self.prefix):
+                        count += 1
+                except OSError:
+                    continue
+        except OSError:
+            return 0
+        return count
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self._count())
+
+    def __enter__(self) -> TempFileSampler:
+        if self.available:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.available:
+            self._thread.join(5)
 
 
-def request_rows(gateway: suite.Server, stub: suite.Server, seed: suite.Seed, mode: suite.Mode,
-                 work: Path) -> list[list[str]]:
-    """Engine direct, gateway health, gateway proxy: rotated each round; median ratios."""
+def request_rows(ceiling: suite.Server, gateways: dict[str, suite.Server], seed: suite.Seed,
+                 mode: suite.Mode, work: Path) -> list[list[str]]:
+    """Waitress hello and the proxied GET on each server, rotated each round; median ratios."""
     engine_headers = {"X-Flowork-Engine-ID": seed.engine_ids[0]}
     echo = API + "/bench/echo"
 
     def signed() -> list[dict[str, str]]:
         return [{**seed.signer.headers(), **engine_headers}]
 
-    sides = {
-        "direct": suite.Side("stub engine directly: GET small JSON", stub, echo, signed),
-        "health": suite.Side("gateway: GET /system/health (its own route)", gateway,
-                             API + "/system/health"),
-        "proxy": suite.Side("gateway: proxied signed GET small JSON", gateway, echo, signed),
-    }
+    sides = {"hello": suite.Side("baseline: bare Falcon hello under waitress", ceiling,
+                                 API + "/system/health")}
+    for name, server in gateways.items():
+        sides[name] = suite.Side(f"proxied signed GET, small JSON ({name})", server, echo, signed)
     runs: dict[str, list[loadgen.LoadResult]] = {k: [] for k in sides}
     for round_no in range(mode.rounds):
         keys = list(sides)
-        keys = keys[round_no % 3:] + keys[:round_no % 3]
-        for key in keys:
+        shift = round_no % len(keys)
+        for key in keys[shift:] + keys[:shift]:
             runs[key].append(suite.measure(sides[key], mode, work))
-    proxy_vs = {
-        base: statistics.median(p.rps / b.rps if b.rps else 0.0
-                                for p, b in zip(runs["proxy"], runs[base], strict=True))
-        for base in ("direct", "health")
-    }
+    targets = {"default server": 0.8, "waitress": 0.45}
     rows = []
     for key, side in sides.items():
         results = runs[key]
         bad = sum(r.non2xx + r.errors for r in results)
-        ratio = {"direct": "1.00 (baseline)", "health": "—",
-                 "proxy": f"{proxy_vs['direct']:.2f} of direct, "
-                          f"{proxy_vs['health']:.2f} of health"}[key]
+        if key == "hello":
+            ratio = "1.00 (baseline)"
+        else:
+            value = statistics.median(p.rps / b.rps if b.rps else 0.0
+                                      for p, b in zip(results, runs["hello"], strict=True))
+            ratio = f"{value:.2f} of waitress hello (target ≥ {targets.get(key, 0):.2f})"
+        cpu = [r.server_cpu_us for r in results if r.server_cpu_us]
         rows.append([side.label, f"{statistics.median(r.rps for r in results):,.0f} req/s",
                      f"{statistics.median(r.p50_ms for r in results):.2f}",
-                     f"{statistics.median(r.p99_ms for r in results):.2f}", str(bad), ratio])
+                     f"{statistics.median(r.p99_ms for r in results):.2f}",
+                     f"{statistics.median(cpu):,.0f}" if cpu else "—", str(bad), ratio])
     return rows
 
 
-def transfer_rows(gateway: suite.Server, stub: suite.Server, seed: suite.Seed, mode: suite.Mode,
-                  work: Path) -> list[list[str]]:
+def transfer_rows(stub: suite.Server, gateway: suite.Server, tmpdir: Path, seed: suite.Seed,
+                  mode: suite.Mode, work: Path) -> list[list[str]]:
     engine_headers = {"X-Flowork-Engine-ID": seed.engine_ids[0]}
+    size = mode.transfer_bytes
+    label = f"{size / GIB:g} GiB" if size >= GIB else f"{size // MIB} MiB"
     rows = []
     for direction in ("download", "upload"):
-        suite.heartbeat(gateway.base, seed.tokens[0], stub.base)
-        speed, rss = suite.compare_transfer(
-            direction, stub, gateway, lambda: {**seed.signer.headers(), **engine_headers},
-            mode, work)
-        rows.append([speed.title + (f" ({speed.note})" if speed.note else ""), speed.value,
-                     "", "", str(speed.non2xx),
-                     f"{speed.ratio_text} of direct ({speed.baseline_value})"])
-        rows.append([rss.title, rss.value, "", "", "", "target < 64 MiB"])
+        path = f"{API}/bench/download?bytes={size}" if direction == "download" else f"{API}/bench/upload"
+        ratios: list[float] = []
+        speeds: list[float] = []
+        direct_speeds: list[float] = []
+        growth: list[float] = []
+        temp_files = 0
+        bad = 0
+        for round_no in range(mode.transfer_rounds):
+            results: dict[str, loadgen.TransferResult] = {}
+            for which in (("direct", "proxy") if round_no % 2 == 0 else ("proxy", "direct")):
+                headers = {**seed.signer.headers(), **engine_headers}
+                if which == "direct":
+                    results[which] = suite.run_transfer(stub, path, headers, direction, size, work)
+                    continue
+                with suite.RssSampler(gateway.proc.pid) as rss, \
+                        TempFileSampler(gateway.proc.pid, tmpdir) as files:
+                    results[which] = suite.run_transfer(gateway, path, headers, direction, size,
+                                                        work)
+                if rss.growth_mib is not None:
+                    growth.append(rss.growth_mib)
+                temp_files = max(temp_files, files.peak)
+            bad += sum(1 for r in results.values() if not 200 <= r.status < 300 or r.bytes != size)
+            direct = results["direct"].mib_per_s
+            speeds.append(results["proxy"].mib_per_s)
+            direct_speeds.append(direct)
+            ratios.append(results["proxy"].mib_per_s / direct if direct else 0.0)
+        rows.append([f"{direction} {label} through the proxy (default server)",
+                     f"{statistics.median(speeds):,.0f} MiB/s", "", "", "", str(bad),
+                     f"{statistics.median(ratios):.2f} of direct "
+                     f"({statistics.median(direct_speeds):,.0f} MiB/s; target ≥ 0.70)"])
+        rows.append([f"{direction} {label}: gateway peak RSS growth",
+                     f"{max(growth):.1f} MiB" if growth else "n/a (no /proc)", "", "", "", "",
+                     "target < 64 MiB"])
+        rows.append([f"{direction} {label}: temporary files open in the gateway (peak)",
+                     str(temp_files), "", "", "", "", "target 0"])
     return rows
 
 
 def render(rows: list[list[str]]) -> str:
-    lines = ["| measurement | result | p50 ms | p99 ms | failed | ratio |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = ["| measurement | result | p50 ms | p99 ms | µs CPU/req | failed | ratio |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["serve-gateway"]:
-        return serve_gateway(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="short rounds, 32 MiB transfers")
     parser.add_argument("--bytes", type=int, default=None, help="transfer size (default 1 GiB)")
     parser.add_argument("--rounds", type=int, default=None, help="request rounds")
     parser.add_argument("--duration", type=float, default=None, help="seconds per measurement")
-    parser.add_argument("--threads", type=int, default=8, help="waitress threads per server")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="gateway worker threads (default: serve's own default per server)")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
@@ -147,44 +187,56 @@ def main(argv: list[str] | None = None) -> int:
     mode = suite.Mode(
         name=base.name, duration=args.duration or base.duration, warmup=base.warmup,
         rounds=args.rounds or (1 if args.smoke else 3), transfer_bytes=size,
-        transfer_rounds=1 if args.smoke else 2, many_engines=0, threads=args.threads,
+        transfer_rounds=1 if args.smoke else 2, many_engines=0, threads=suite.FULL.threads,
         connections=args.connections,
     )
     work = Path(tempfile.mkdtemp(prefix="flowork-bench-proxy-"))
     print(f"bench_proxy: work directory {work}", file=sys.stderr, flush=True)
     servers: list[suite.Server] = []
     try:
-        stub = suite.Server("stub-engine", [sys.executable, str(BENCH_DIR / "ceiling.py"),
-                                            "--threads", str(mode.threads),
-                                            "--max-body", str(size + MIB)],
-                            suite.clean_env({}), work)
-        servers.append(stub)
-        env = suite.clean_env({"DATABASE_URL": f"sqlite:///{(work / 'gateway.db').as_posix()}",
-                               "FLOWORK_PROXY_MAX_UPLOAD_BYTES": str(size + MIB),
-                               "FLOWORK_PROXY_READ_TIMEOUT_S": "120",
-                               "FLOWORK_ENGINE_ONLINE_S": "86400"})
-        gateway = suite.Server("gateway", [sys.executable, str(Path(__file__).resolve()),
-                                           "serve-gateway", "--threads", str(mode.threads),
-                                           "--max-body", str(size + MIB)], env, work)
-        servers.append(gateway)
+        ceiling_argv = [sys.executable, str(BENCH_DIR / "ceiling.py"), "--threads",
+                        str(mode.threads), "--max-body", str(size + MIB)]
+        ceiling = suite.Server("ceiling", ceiling_argv, suite.clean_env({}), work)
+        stub = suite.Server("stub-engine", ceiling_argv, suite.clean_env({}), work)
+        servers += [ceiling, stub]
+        gateways: dict[str, suite.Server] = {}
+        tmpdirs: dict[str, Path] = {}
+        for name, extra in (("default server", []), ("waitress", ["--server", "waitress"])):
+            tmpdirs[name] = work / f"tmp-{name.replace(' ', '-')}"
+            tmpdirs[name].mkdir()
+            env = suite.clean_env({
+                "DATABASE_URL": f"sqlite:///{(work / 'gateway.db').as_posix()}",
+                "FLOWORK_PROXY_MAX_UPLOAD_BYTES": str(size + MIB),
+                "FLOWORK_PROXY_READ_TIMEOUT_S": "120",
+                "FLOWORK_ENGINE_ONLINE_S": "86400",
+                "TMPDIR": str(tmpdirs[name]),
+            })
+            # Each server with serve's own default worker threads unless --threads is given.
+            gateways[name] = suite.Server(f"gateway-{name.replace(' ', '-')}",
+                                          [*suite.gateway_argv(args.threads), *extra], env, work)
+            servers.append(gateways[name])
+            gateways[name].wait_up()  # one after the other: both migrate the same database
         for server in servers:
             server.wait_up()
-        seed = suite.seed_gateway(gateway.base, own_engines=1, other_users=0)
-        suite.heartbeat(gateway.base, seed.tokens[0], stub.base)
-        rows = request_rows(gateway, stub, seed, mode, work)
-        rows += transfer_rows(gateway, stub, seed, mode, work)
+        default = gateways["default server"]
+        seed = suite.seed_gateway(default.base, own_engines=1, other_users=0)
+        suite.heartbeat(default.base, seed.tokens[0], stub.base)
+        rows = request_rows(ceiling, gateways, seed, mode, work)
+        suite.heartbeat(default.base, seed.tokens[0], stub.base)
+        rows += transfer_rows(stub, default, tmpdirs["default server"], seed, mode, work)
     finally:
         for server in servers:
             server.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     tool = "wrk" if loadgen.wrk_path() else "bench/loadgen.py"
-    print(f"Proxy benchmark ({mode.name}): {mode.threads} waitress threads per server, "
+    print(f"Proxy benchmark ({mode.name}): gateway worker threads "
+          f"{args.threads or 'as serve defaults'}, baseline and stub {mode.threads} waitress threads, "
           f"{mode.connections} connections from {tool}, {mode.duration:g} s per measurement, "
           f"{mode.rounds} round(s); transfers of {size / MIB:,.0f} MiB, "
           f"{mode.transfer_rounds} round(s).\n")
     print(render(rows))
-    return 1 if any(row[4] not in ("", "0") for row in rows) else 0
+    return 1 if any(row[5] not in ("", "0") for row in rows) else 0
 
 
 if __name__ == "__main__":

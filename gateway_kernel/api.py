@@ -122,6 +122,11 @@ class Route:
 
     ``auth`` is the principal kind every method needs, or a mapping method → kind with an
     optional ``"*"`` default. Each route needs its own resource instance.
+
+    Responders (``on_get`` …) are synchronous; under the ASGI server they run in the kernel's
+    pool. A resource may add ``async def on_<method>_async(req, resp, **params)``, awaited on
+    the event loop instead under the ASGI server (after authentication in the pool, the body
+    unread): for responders that wait on the network, like the public proxies.
     """
 
     path: str
@@ -161,6 +166,9 @@ class Sink:
     handler: Callable[[falcon.Request, falcon.Response, str], None]
     auth: str = "user"
     async_handler: Callable[[Any, Any, str], Awaitable[None]] | None = None
+    #: With ``async_handler``: synchronous work (database, hooks) run in the pool in the same
+    #: hop as authentication, before ``async_handler``; its result is ``req.context.prepared``.
+    prepare: Callable[[Any, str], Any] | None = None
 
 
 @dataclass

@@ -244,16 +244,43 @@ def _route_responder(gateway: Gateway, responder: Callable[..., None], kind: str
     return on_request
 
 
+def _async_route_responder(gateway: Gateway, responder: Callable[..., Any], kind: str,
+                           owner: str) -> Callable:
+    """A resource's own ``on_<method>_async``: authenticated and admitted in the pool (skipped
+    for a public route when no plugin admits anything), the declared length checked, then
+    awaited on the loop; it reads ``req.stream`` itself."""
+    limit = gateway.request_body_limit
+
+    def authenticate(req: Any, resp: Any) -> None:
+        gateway.authenticate(req, kind)
+        gateway.admit(req, resp, owner)
+
+    async def on_request(req: falcon.asgi.Request, resp: falcon.asgi.Response, **params: Any) -> None:
+        if kind != "public" or gateway._admit is not None:
+            await gateway.run_sync(authenticate, req, resp)
+        length = req.content_length
+        if length is not None and length > limit:
+            raise body_too_large(limit)
+        await responder(req, resp, **params)
+
+    return on_request
+
+
 class _AsyncResource:
-    """One route's resource under ASGI: each ``on_<method>`` runs auth + responder in the pool."""
+    """One route's resource under ASGI: each ``on_<method>`` runs auth + responder in the pool,
+    unless the resource also has an ``on_<method>_async`` coroutine (used instead, on the loop:
+    for responders that wait on the network, such as the public proxies)."""
 
     def __init__(self, gateway: Gateway, route: Route, owner: str) -> None:
         for method in falcon.COMBINED_METHODS:
             name = f"on_{method.lower()}"
             responder = getattr(route.resource, name, None)
-            if responder is not None and method != "OPTIONS":
-                setattr(self, name, _route_responder(gateway, responder, route.auth_for(method),
-                                                     owner))
+            if responder is None or method == "OPTIONS":
+                continue
+            kind = route.auth_for(method)
+            native = getattr(route.resource, f"{name}_async", None)
+            setattr(self, name, _async_route_responder(gateway, native, kind, owner) if native
+                    else _route_responder(gateway, responder, kind, owner))
 
 
 class _AsyncHealth:
@@ -289,6 +316,7 @@ def _sink_responder(gateway: Gateway, sink: Sink, owner: str) -> Callable:
     base = sink.prefix.rstrip("/")
     silence_s = gateway.config["FLOWORK_SERVER_IDLE_TIMEOUT_S"]
 
+    prepare = sink.prepare
     from .app import API_PREFIX
 
     route = sink_route((API_PREFIX + sink.prefix).rstrip("/"))
@@ -300,16 +328,23 @@ def _sink_responder(gateway: Gateway, sink: Sink, owner: str) -> Callable:
         authenticate(req, resp)
         handler(req, resp, path)
 
+    def admit(req: Any, resp: Any, path: str, limit: int) -> None:
+        """Authentication, admission, the declared length and the sink's own prepare: one
+        pool hop."""
+        authenticate(req, resp)
+        length = req.content_length
+        if length is not None and length > limit:
+            raise body_too_large(limit)
+        if prepare is not None:
+            req.context.prepared = prepare(req, path)
+
     async def on_request(req: falcon.asgi.Request, resp: falcon.asgi.Response,
                          path: str | None = None) -> None:
         full = (base + (path or "")) or "/"
         limit = gateway.request_body_limit
         if async_handler is not None:
             try:
-                await gateway.run_sync(authenticate, req, resp)
-                length = req.content_length
-                if length is not None and length > limit:
-                    raise body_too_large(limit)
+                await gateway.run_sync(admit, req, resp, full, limit)
                 await async_handler(req, resp, full)
             finally:
                 if _has_body(req):

@@ -417,12 +417,27 @@ def _serve_waitress(gateway: Gateway, args: argparse.Namespace) -> int:
         print(f"flowork-gateway: {message}", file=sys.stderr)
         return EXIT_FAILURE
     drop_stalled_readers(server)
+    # No engine URL may point back at this server (a proxy loop): see gateway_kernel.netpolicy.
+    from . import netpolicy
+
+    policy = netpolicy.for_gateway(gateway)
+    for host, port in listening_addresses(server):
+        policy.add_own_address(host, port)
     server.print_listen("Serving on http://{}:{}")
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def listening_addresses(server: object) -> list[tuple[str, int]]:
+    """(host, port) of each socket a waitress server listens on (one or several)."""
+    from waitress.server import BaseWSGIServer
+
+    servers = [server] if isinstance(server, BaseWSGIServer) else [
+        s for s in getattr(server, "map", {}).values() if isinstance(s, BaseWSGIServer)]
+    return [(str(s.effective_host), int(s.effective_port)) for s in servers]
 
 
 def drop_stalled_readers(server: object) -> None:

@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from . import netpolicy
+
 if TYPE_CHECKING:
     from .app import Gateway
 
@@ -270,6 +272,8 @@ def serve_asgi(gateway: Gateway, sock: socket.socket) -> int:
     """Serve ``gateway`` on uvicorn until a stop signal; 0 after a graceful stop."""
     gateway.server = "uvicorn"
     host, port = sock.getsockname()[:2]
+    # No engine URL may point back at this server (a proxy loop): see netpolicy.
+    netpolicy.for_gateway(gateway).add_own_address(host, port)
     log.info("serving on http://%s:%s (uvicorn, worker threads=%s)", host, port,
              gateway.worker_threads)
     return 0 if run_uvicorn(gateway.asgi, sock, ServerPolicy.of(gateway)) else 1

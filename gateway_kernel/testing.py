@@ -50,7 +50,43 @@ def test_server() -> str:
 def served_app(gateway: Gateway) -> Any:
     """The app tests should drive for ``gateway``: its ASGI app, or itself (WSGI) under
     ``FLOWORK_TEST_SERVER=waitress``."""
-    return gateway if test_server() == "waitress" else gateway.asgi
+    if test_server() == "waitress":
+        return gateway
+    app = getattr(gateway, "_patient_asgi", None)
+    if app is None:
+        app = gateway._patient_asgi = patient_client(gateway.asgi)  # type: ignore[attr-defined]
+    return app
+
+
+def patient_client(app: Any) -> Any:
+    """``app`` as a client that reads the whole answer sees it. falcon.testing's TestClient
+    reports ``http.disconnect`` as soon as the request body is sent, while the response is
+    still streaming; a real server reports it only when the client goes away, and an app
+    that stops streaming to a client that left (the proxy) would cut every answer short."""
+
+    async def patient(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        finished = asyncio.Event()
+
+        async def sending(message: dict) -> None:
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                finished.set()
+
+        async def receiving() -> dict:
+            event = await receive()
+            if event["type"] == "http.disconnect":
+                await finished.wait()
+            return event
+
+        try:
+            await app(scope, receiving, sending)
+        finally:
+            finished.set()
+
+    return patient
 
 
 class _RunnerPerThread:

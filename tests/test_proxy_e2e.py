@@ -1,5 +1,6 @@
 """End to end: the bundled plugins (real engines and sharing resolving the target), and the
-gateway under a real waitress server with a real HTTP client."""
+gateway under each real server (uvicorn: the ASGI app; waitress: the WSGI app) with a real
+HTTP client."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import hashlib
 
 import httpx
 import pytest
-from upstreams import WaitressServer, pattern_sha256
+from upstreams import Upstream, pattern_sha256, serve_app
+
+SERVERS = ["uvicorn", "waitress"]
 
 API = "/api/v1"
 
@@ -72,15 +75,15 @@ def test_static_engine_url_from_configuration(make_gateway, upstream, signer):
     assert upstream.last.header("x-flowork-engine-id") == engine["id"]
 
 
-@pytest.fixture
-def served(gateway, client, upstream, signer):
-    """(base URL, signed headers) of the bundled gateway under waitress, engine online."""
+@pytest.fixture(params=SERVERS)
+def served(request, gateway, client, upstream, signer):
+    """(base URL, signed headers) of the bundled gateway under each server, engine online."""
     create_online_engine(client, signer, upstream.url)
-    with WaitressServer(gateway) as server:
-        yield server.base + API, signer.headers()
+    with serve_app(gateway, request.param) as served_by:
+        yield served_by.base + API, signer.headers()
 
 
-def test_waitress_large_download_and_upload_by_hash(served):
+def test_large_download_and_upload_by_hash(served):
     base, auth = served
     size = 24 * 1024 * 1024 + 11
     with httpx.Client(timeout=60) as http:
@@ -102,7 +105,7 @@ def test_waitress_large_download_and_upload_by_hash(served):
         assert r.json()["length"] == 400 * 32 * 2048
 
 
-def test_waitress_connection_named_headers_stripped_both_ways(served, upstream):
+def test_connection_named_headers_stripped_both_ways(served, upstream):
     base, auth = served
     with httpx.Client(timeout=30) as http:
         r = http.get(base + "/connection", headers={**auth, "Connection": "X-Foo",
@@ -114,7 +117,7 @@ def test_waitress_connection_named_headers_stripped_both_ways(served, upstream):
     assert r.headers["x-kept"] == "yes"
 
 
-def test_waitress_gzip_byte_identical(served):
+def test_gzip_byte_identical(served):
     from upstreams import GZIP_BODY
 
     base, auth = served
@@ -126,7 +129,7 @@ def test_waitress_gzip_byte_identical(served):
     assert raw == GZIP_BODY
 
 
-def test_waitress_client_disconnect_closes_engine_connection(served, upstream):
+def test_client_disconnect_closes_engine_connection(served, upstream):
     base, auth = served
     with httpx.Client(timeout=30) as http, http.stream("GET", base + "/endless",
                                                         headers=auth) as r:
@@ -140,17 +143,18 @@ def test_waitress_client_disconnect_closes_engine_connection(served, upstream):
     assert upstream.disconnected.wait(30), "the engine never saw the client go away"
 
 
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("chunked", ["0", "1"])
-def test_waitress_engine_cut_off_mid_body_reaches_the_client_as_truncated(
-        make_gateway, upstream, signer, chunked):
+def test_engine_cut_off_mid_body_reaches_the_client_as_truncated(
+        make_gateway, upstream, signer, chunked, server):
     import falcon.testing
 
     gateway = make_gateway(settings={"FLOWORK_PROXY_MAX_DURATION_S": "0.5",
                                      "FLOWORK_PROXY_READ_TIMEOUT_S": "5"})
     create_online_engine(falcon.testing.TestClient(gateway), signer, upstream.url)
-    with WaitressServer(gateway) as server, httpx.Client(timeout=30) as http:
+    with serve_app(gateway, server) as served_by, httpx.Client(timeout=30) as http:
         with pytest.raises(httpx.RemoteProtocolError), http.stream(
-            "GET", server.base + API + "/drip", headers=signer.headers(),
+            "GET", served_by.base + API + "/drip", headers=signer.headers(),
             params={"n": "500", "interval": "0.01", "chunked": chunked},
         ) as r:
             assert r.status_code == 200
@@ -158,7 +162,9 @@ def test_waitress_engine_cut_off_mid_body_reaches_the_client_as_truncated(
                 pass
 
 
-def test_database_connection_is_released_while_the_engine_thinks(make_gateway, upstream, signer):
+@pytest.mark.parametrize("server", SERVERS)
+def test_database_connection_is_released_while_the_engine_thinks(make_gateway, upstream, signer,
+                                                                 server):
     """With a pool of one connection, a request waiting on its engine must not starve every
     other request of the database (meaningful on PostgreSQL, where connections are pooled)."""
     import threading
@@ -167,12 +173,12 @@ def test_database_connection_is_released_while_the_engine_thinks(make_gateway, u
 
     gateway = make_gateway(settings={"FLOWORK_DB_POOL_SIZE": "1", "FLOWORK_DB_POOL_TIMEOUT_S": "1"})
     create_online_engine(falcon.testing.TestClient(gateway), signer, upstream.url)
-    with WaitressServer(gateway) as server, httpx.Client(timeout=30) as http:
+    with serve_app(gateway, server) as served_by, httpx.Client(timeout=30) as http:
         results = {}
 
         def fetch() -> None:
             try:
-                results["slow"] = http.get(server.base + API + "/hold", headers=signer.headers())
+                results["slow"] = http.get(served_by.base + API + "/hold", headers=signer.headers())
             except httpx.HTTPError as exc:  # reported by the assertion below
                 results["slow"] = exc
 
@@ -183,7 +189,7 @@ def test_database_connection_is_released_while_the_engine_thinks(make_gateway, u
                 if any(r.target.endswith("/hold") for r in upstream.requests):
                     break
                 threading.Event().wait(0.02)
-            r = http.get(server.base + API + "/user/engines", headers=signer.headers())
+            r = http.get(served_by.base + API + "/user/engines", headers=signer.headers())
             assert r.status_code == 200, r.text
         finally:
             upstream.gate.set()
@@ -192,15 +198,15 @@ def test_database_connection_is_released_while_the_engine_thinks(make_gateway, u
         assert results["slow"].status_code == 200
 
 
+@pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("trusted", ["127.0.0.0/8", ""])
-def test_waitress_forwarded_headers_follow_trusted_proxies(make_gateway, upstream, signer,
-                                                           trusted):
+def test_forwarded_headers_follow_trusted_proxies(make_gateway, upstream, signer, trusted, server):
     import falcon.testing
 
     gateway = make_gateway(settings={"FLOWORK_TRUSTED_PROXIES": trusted})
     create_online_engine(falcon.testing.TestClient(gateway), signer, upstream.url)
-    with WaitressServer(gateway) as server, httpx.Client(timeout=30) as http:
-        r = http.get(server.base + API + "/x", headers={
+    with serve_app(gateway, server) as served_by, httpx.Client(timeout=30) as http:
+        r = http.get(served_by.base + API + "/x", headers={
             **signer.headers(), "X-Forwarded-For": "198.51.100.9",
             "X-Forwarded-Proto": "https", "X-Forwarded-Host": "flowork.cloud"})
     assert r.status_code == 200
@@ -212,4 +218,63 @@ def test_waitress_forwarded_headers_follow_trusted_proxies(make_gateway, upstrea
     else:
         assert seen.header("x-forwarded-for") == "127.0.0.1"
         assert seen.header("x-forwarded-proto") == "http"
-        assert seen.header("x-forwarded-host") == f"127.0.0.1:{server.port}"
+        assert seen.header("x-forwarded-host") == f"127.0.0.1:{served_by.port}"
+
+
+def test_server_sent_events_arrive_event_by_event(served, upstream):
+    base, auth = served
+    with httpx.Client(timeout=30) as http, http.stream("GET", base + "/sse", headers=auth) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        received = b""
+        chunks = r.iter_raw()
+        while b"data: 1\n\n" not in received:  # the engine holds event 2 until the gate opens
+            received += next(chunks)
+        assert b"data: 2" not in received
+        upstream.gate.set()
+        for chunk in chunks:
+            received += chunk
+    assert received == b"data: 1\n\ndata: 2\n\n"
+
+
+def test_hanging_engine_holds_no_worker_thread(make_gateway, upstream, make_signer):
+    """Under the ASGI server an exchange waiting on its engine holds no thread: with two
+    worker threads, eight requests hanging on one user's engine leave health and another
+    user's proxied request as fast as ever."""
+    import threading
+
+    import falcon.testing
+
+    slow, other = make_signer(), make_signer()
+    gateway = make_gateway(settings={"FLOWORK_WORKER_THREADS": "2"})
+    client = falcon.testing.TestClient(gateway)
+    create_online_engine(client, slow, upstream.url, name="slow")
+    with Upstream() as fast:
+        create_online_engine(client, other, fast.url, name="fast")
+        with serve_app(gateway, "uvicorn") as served_by, httpx.Client(timeout=30) as http:
+            base = served_by.base + API
+
+            def hang() -> None:
+                try:
+                    http.get(base + "/hold", headers=slow.headers())
+                except httpx.HTTPError:
+                    pass
+
+            threads = [threading.Thread(target=hang) for _ in range(8)]
+            for thread in threads:
+                thread.start()
+            try:
+                for _ in range(300):  # until the engine holds all eight
+                    if sum(r.target.endswith("/hold") for r in upstream.requests) >= 8:
+                        break
+                    threading.Event().wait(0.02)
+                assert sum(r.target.endswith("/hold") for r in upstream.requests) == 8
+                health = http.get(base + "/system/health")
+                assert health.status_code == 200
+                r = http.get(base + "/x", headers=other.headers())
+                assert r.status_code == 200, r.text
+                assert r.elapsed.total_seconds() < 5
+            finally:
+                upstream.gate.set()
+                for thread in threads:
+                    thread.join(30)

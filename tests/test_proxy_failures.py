@@ -180,3 +180,18 @@ def test_forbidden_engine_addresses_are_never_contacted(build, auth, url):
     r = client.simulate_get(API + "/x", headers=auth)
     assert r.status_code == 502
     assert r.json["code"] == "engine_unreachable"
+
+
+def test_upstream_outcomes_and_open_breakers_are_in_the_metrics(build, upstream, auth):
+    gateway, client = build({ENGINE_A: refused_url(), ENGINE_B: upstream.url},
+                            {"FLOWORK_PROXY_BREAKER_FAILURES": "1",
+                             "FLOWORK_PROXY_BREAKER_COOLDOWN_S": "30"})
+    assert client.simulate_get(API + "/x", headers={**auth, "X-Flowork-Engine-ID": ENGINE_B}
+                               ).status_code == 200
+    r = client.simulate_get(API + "/x", headers={**auth, "X-Flowork-Engine-ID": ENGINE_A})
+    assert r.json["code"] == "engine_unreachable"
+    registry = gateway.metrics.registry
+    count = "flowork_proxy_upstream_seconds_count"
+    assert registry.get_sample_value(count, {"outcome": "ok"}) == 1
+    assert registry.get_sample_value(count, {"outcome": "unreachable"}) == 1
+    assert registry.get_sample_value("flowork_proxy_breakers_open") == 1

@@ -13,9 +13,13 @@ answers by path (below ``/api/v1``):
 - ``/drip?n=N&interval=S[&chunked=1]``: headers at once, then N body bytes one every S s
 - ``/hold``: answers only once ``gate`` is set
 - ``/gated``: headers and ``first`` at once, ``second`` after ``gate`` is set
+- ``/reflect…``: sends the request (headers and all) to ``reflect_to`` and answers with its
+  answer: an engine proxying back to the gateway
+- ``/sse``: server-sent events (chunked): ``data: 1`` at once, ``data: 2`` after ``gate``
 - ``/endless``: an endless body; ``disconnected`` is set when the reader goes away
-- ``/cached?cc=<Cache-Control>&vary=<Vary>&cookie=1``: counts hits, answers with those
-  headers (and a Set-Cookie); so do ``/news``, ``/localization/…`` and ``/components/…``
+- ``/cached?cc=<Cache-Control>&vary=<Vary>&cookie=1&chunked=1&pad=N``: counts hits, answers
+  with those headers (and a Set-Cookie; chunked, without Content-Length; N bytes of padding);
+  so do ``/news``, ``/localization/…`` and ``/components/…``
 - anything else: 200 JSON echo of method, raw target, headers, body length and SHA-256
 """
 
@@ -85,6 +89,8 @@ class Upstream:
         self.gate = threading.Event()
         self.release = threading.Event()
         self.disconnected = threading.Event()
+        #: Base URL that ``/reflect…`` sends each request back to (a gateway), if set.
+        self.reflect_to: str | None = None
         self._lock = threading.Lock()
         upstream = self
 
@@ -98,14 +104,9 @@ class Upstream:
             def _handle(self) -> None:
                 digest = hashlib.sha256()
                 length = 0
-                remaining = int(self.headers.get("Content-Length") or 0)
-                while remaining > 0:
-                    chunk = self.rfile.read(min(CHUNK, remaining))
-                    if not chunk:
-                        break
+                for chunk in self._body():
                     digest.update(chunk)
                     length += len(chunk)
-                    remaining -= len(chunk)
                 seen = Seen(self.command, self.path,
                             [(k.lower(), v) for k, v in self.headers.items()],
                             length, digest.hexdigest())
@@ -119,6 +120,31 @@ class Upstream:
                 except (BrokenPipeError, ConnectionResetError):
                     upstream.disconnected.set()
                     self.close_connection = True
+
+            def _body(self) -> Iterator[bytes]:
+                """The request body: Content-Length bytes, or chunked (a streamed upload)."""
+                if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass  # trailers
+                            return
+                        remaining = size
+                        while remaining > 0:
+                            chunk = self.rfile.read(min(CHUNK, remaining))
+                            if not chunk:
+                                return
+                            remaining -= len(chunk)
+                            yield chunk
+                        self.rfile.readline()  # the CRLF after each chunk
+                remaining = int(self.headers.get("Content-Length") or 0)
+                while remaining > 0:
+                    chunk = self.rfile.read(min(CHUNK, remaining))
+                    if not chunk:
+                        return
+                    remaining -= len(chunk)
+                    yield chunk
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
@@ -229,6 +255,36 @@ class Upstream:
             h.wfile.flush()
             self.gate.wait(30)
             h.wfile.write(b"second")
+        elif route.startswith("/reflect") and self.reflect_to:
+            # a misconfigured engine that proxies back to the gateway, headers and all
+            import http.client
+
+            target = urlsplit(self.reflect_to)
+            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+            try:
+                conn.request(h.command, seen.target,
+                             headers={n: v for n, v in seen.headers if n != "host"})
+                answer = conn.getresponse()
+                body = answer.read()
+            finally:
+                conn.close()
+            self._send(h, answer.status, body,
+                       [("Content-Type", answer.getheader("Content-Type") or "text/plain")],
+                       head=head)
+        elif route == "/sse":
+            # server-sent events: one now, one after ``gate``, then the end (chunked)
+            h.send_response(200)
+            h.send_header("Content-Type", "text/event-stream")
+            h.send_header("Cache-Control", "no-cache")
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            for number, wait in ((1, False), (2, True)):
+                if wait:
+                    self.gate.wait(30)
+                event = b"data: %d\n\n" % number
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                h.wfile.flush()
+            h.wfile.write(b"0\r\n\r\n")
         elif route == "/endless":
             h.send_response(200)
             h.send_header("Content-Length", str(1 << 40))
@@ -251,8 +307,12 @@ class Upstream:
             if "cookie" in query:
                 headers.append(("Set-Cookie", "tracker=1"))
             body = json.dumps({"route": route, "hit": count,
-                               "accept_encoding": seen.header("accept-encoding")}).encode()
-            self._send(h, 200, body, headers, head=head)
+                               "accept_encoding": seen.header("accept-encoding"),
+                               "pad": "p" * int(query.get("pad", "0"))}).encode()
+            if query.get("chunked") == "1":
+                self._send_chunked(h, 200, body, headers, head=head)
+            else:
+                self._send(h, 200, body, headers, head=head)
         else:
             body = json.dumps({
                 "method": seen.method, "target": seen.target,
@@ -273,6 +333,22 @@ class Upstream:
         h.end_headers()
         if not head:
             h.wfile.write(body)
+
+
+    @staticmethod
+    def _send_chunked(h: BaseHTTPRequestHandler, code: int, body: bytes,
+                      headers: list[tuple[str, str]], head: bool = False) -> None:
+        """The body in two chunks, without Content-Length."""
+        h.send_response(code)
+        for name, value in headers:
+            h.send_header(name, value)
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        if not head:
+            half = len(body) // 2
+            for part in (body[:half], body[half:]):
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            h.wfile.write(b"0\r\n\r\n")
 
 
 def refused_url() -> str:
@@ -317,6 +393,47 @@ class WaitressServer:
         self._closing = True
         self.server.close()
         self.server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+
+
+class UvicornServer:
+    """An ASGI app under a real uvicorn server in a thread (its own event loop), on a free
+    loopback port, lifespan on (the gateway's loop is set there)."""
+
+    def __init__(self, app: object) -> None:
+        import uvicorn
+
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        # proxy_headers off: trust in X-Forwarded-* is the proxy plugin's decision (as in serve)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, lifespan="on", proxy_headers=False,
+                                log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> UvicornServer:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(30)
+
+
+def serve_app(gateway: object, server: str) -> WaitressServer | UvicornServer:
+    """``gateway`` under a real server: "waitress" (its WSGI app) or "uvicorn" (its ASGI app)."""
+    if server == "waitress":
+        return WaitressServer(gateway)
+    return UvicornServer(gateway.asgi)  # type: ignore[attr-defined]
 
 
 class FlakyServer:

@@ -35,6 +35,11 @@ class CircuitBreaker:
         left = state[1] - self.clock()
         return math.ceil(left) if left > 0 else None
 
+    def open_count(self) -> int:
+        """Keys short-circuited right now (for the metrics)."""
+        now = self.clock()
+        return sum(1 for state in list(self._state.values()) if state[1] > now)
+
     def success(self, key: Hashable) -> None:
         if key in self._state:
             with self._lock:

@@ -1,18 +1,22 @@
 """Forward one request to an engine and stream its answer back (API.md, "Proxy").
 
-One :class:`Forwarder` per gateway owns the shared pooled httpx transport, the circuit breaker
-and the public cache. Bodies stream both ways in chunks; nothing holds a whole body in memory except
-the (bounded) public cache.
+One :class:`Forwarder` per gateway owns the upstream clients (a pooled httpx transport for the
+WSGI server, the async client of ``upstream.py`` for the ASGI server), the circuit breaker, the
+fairness bounds and the public cache. Everything but the I/O (target, header hygiene, limits,
+breaker, cache policy) is decided once for both servers. Bodies stream both ways in chunks;
+nothing holds a whole body in memory except the (bounded) public cache.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import ipaddress
 import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -20,13 +24,22 @@ from urllib.parse import quote, urlsplit
 import falcon
 import httpx
 
+from gateway_kernel import netpolicy
 from gateway_kernel.errors import GatewayError, bad_request, not_found, unavailable
 from gateway_kernel.http import body_stream, body_too_large
 
 from .breaker import CircuitBreaker
 from .cache import CachedResponse, CacheKey, ResponseCache, freshness
+from .fairness import ConcurrencyLimits, Slot
 from .hookspecs import EngineTarget
 from .transport import EngineTransport, Exchange
+from .upstream import (
+    Timeouts,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 
 if TYPE_CHECKING:
     from gateway_kernel import Gateway, Principal
@@ -136,10 +149,39 @@ class ProxySettings:
     cache_entry_bytes: int
     trusted_proxies: tuple[Any, ...]
     public_engine_url: str | None
+    max_per_engine: int = 32
+    max_per_user: int = 64
+
+
+@dataclass
+class Outgoing:
+    """One request ready to go to an engine: everything decided before any network I/O, the
+    same for the WSGI (threaded) and ASGI (event loop) paths."""
+
+    method: str
+    url: str  # base + rest, for the async client
+    origin: _Origin  # for the sync transport
+    target: bytes  # the raw request target (path and query)
+    #: Headers to send (lowercase names, hygiene and the request hook applied), Host excluded.
+    headers: list[tuple[str, str]]
+    length: int  # the client's declared Content-Length (0: none)
+    chunked: bool  # a body without Content-Length (ASGI only: waitress hands over a length)
+    key: tuple[str, str]  # the breaker's key: (engine id, base URL)
+    guard: bool
+    retries: int
+    slot: Slot
+    cache_key: CacheKey | None = None
+
+    @property
+    def has_body(self) -> bool:
+        return self.length > 0 or self.chunked
 
 
 class Forwarder:
-    """Header hygiene, deadline, retries, circuit breaker and streaming for one gateway."""
+    """Header hygiene, deadline, retries, circuit breaker, fairness and streaming for one
+    gateway. :meth:`prepare_user`/:meth:`prepare_public` decide (no network I/O, shared by both
+    servers); :meth:`send_sync` (waitress, a thread per exchange) and :meth:`send_async`
+    (the ASGI server, no thread held while the engine is waited on) do the I/O."""
 
     def __init__(self, gateway: Gateway, settings: ProxySettings) -> None:
         self.gateway = gateway
@@ -148,20 +190,46 @@ class Forwarder:
         # the Client's extras are all wrong for a proxy (a cookie jar shared by every user,
         # redirect following, auth flows, environment proxies) and cost ~10-20% of proxied
         # throughput (bench/bench_proxy.py). The transport never follows redirects and never
-        # reads the environment.
-        self.transport = EngineTransport(settings.max_connections, keepalive_expiry=4.0)
+        # reads the environment. Used by the WSGI path only; built on first use.
+        self._transport: EngineTransport | None = None
+        self._client: UpstreamClient | None = None  # the ASGI path's client
         self.timeouts = httpx.Timeout(
             connect=settings.connect_timeout_s, read=settings.read_timeout_s,
             write=settings.read_timeout_s, pool=settings.connect_timeout_s,
         ).as_dict()
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
+        self.limits = ConcurrencyLimits(settings.max_per_engine, settings.max_per_user)
         self.cache = (ResponseCache(settings.cache_bytes, settings.cache_entry_bytes)
                       if settings.cache_bytes > 0 else None)
         found, secret = gateway.config.raw("GATEWAY_SECRET_TOKEN")
         self.secret = secret.strip().encode() if found and isinstance(secret, str) else b""
+        #: The gateway's one address policy (engines set its allow-list, ``serve`` registers
+        #: the listening sockets): every address an engine URL resolves to is checked at connect.
+        self.policy = netpolicy.for_gateway(gateway)
+        metrics = gateway.metrics
+        #: Engine exchanges by outcome (ok, timeout, unreachable), time to response headers.
+        self.upstream_latency = metrics.histogram(
+            "flowork_proxy_upstream_seconds", "Time from sending to an engine to its response "
+            "headers, by outcome", ("outcome",))
+        metrics.gauge("flowork_proxy_breakers_open",
+                      "Engines short-circuited by the circuit breaker now").set_function(
+            self.breaker.open_count)
+
+    @property
+    def transport(self) -> EngineTransport:
+        if self._transport is None:
+            self._transport = EngineTransport(self.settings.max_connections,
+                                              keepalive_expiry=4.0, policy=self.policy)
+        return self._transport
 
     def close(self) -> None:
-        self.transport.close()
+        if self._transport is not None:
+            self._transport.close()
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     @functools.cached_property
     def credential_headers(self) -> frozenset[str]:
@@ -182,55 +250,84 @@ class Forwarder:
             for s in schemes for h in s.headers
         )
 
-    # -- entry points ------------------------------------------------------------------------
+    # -- deciding (no network I/O; runs in a worker thread under ASGI) --------------------
 
-    def forward_user(self, req: falcon.Request, resp: falcon.Response, path: str,
-                     principal: Principal, target: EngineTarget) -> None:
-        base = engine_base(target.url or "")
-        if base is None:
+    def prepare_user(self, req: Any, path: str, principal: Principal,
+                     target: EngineTarget) -> Outgoing:
+        url = target.url or ""
+        base = engine_base(url)
+        origin = _safe_origin(base) if base is not None else None
+        if base is None or origin is None:
+            # A stored URL the proxy cannot use is the engine's failure like any other:
+            # 502, and it counts towards the breaker (so it is not retried forever).
+            key = (target.engine_id, url)
+            self._refuse_if_open(key)
             log.warning("engine %s has an unusable URL; not proxying", target.engine_id)
+            self.breaker.failure(key)
             raise GatewayError(502, "engine_unreachable", "The engine could not be reached")
-        self._forward(req, resp, path, base, target, principal, key=(target.engine_id, base),
-                      guard=not target.static, public=False)
+        user = principal.account_id if principal is not None else None
+        return self._prepare(req, path, base, origin, target, principal,
+                             key=(target.engine_id, base), guard=not target.static,
+                             public=False, user=user)
 
-    def forward_public(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
+    def cached(self, req: Any, path: str) -> CachedResponse | None:
+        """The public cache's answer to this request, if it has one (no I/O, no plugin code:
+        safe on the event loop)."""
+        key = self._cache_key(req, engine_path(path))
+        if key is None:
+            return None
+        _refuse_loop(req)
+        return self.cache.get(key) if self.cache is not None else None
+
+    def _cache_key(self, req: Any, encoded: str) -> CacheKey | None:
+        if self.cache is None or req.method not in ("GET", "HEAD"):
+            return None
+        return (encoded, _query_string(req),
+                (req.get_header("Accept-Encoding") or "").replace(" ", "").lower())
+
+    def prepare_public(self, req: Any, path: str) -> Outgoing | CachedResponse:
+        """The request for the public engine, or the cached answer to send instead."""
         url = self.settings.public_engine_url
         if url is None:
             raise unavailable("no_public_engine", "No public engine is configured")
         encoded = engine_path(path)
-        cache_key = None
-        if self.cache is not None and req.method in ("GET", "HEAD"):
-            cache_key = (encoded, req.query_string,
-                         (req.get_header("Accept-Encoding") or "").replace(" ", "").lower())
+        _refuse_loop(req)
+        cache_key = self._cache_key(req, encoded)
+        if cache_key is not None:
+            assert self.cache is not None
             hit = self.cache.get(cache_key)
             if hit is not None:
-                self._send_cached(resp, hit)
-                return
+                return hit
         base = engine_base(url)
         assert base is not None  # validated at configure time
+        origin = _safe_origin(base)
+        assert origin is not None
         target = EngineTarget(engine_id="public", url=url, online=True, static=True)
-        self._forward(req, resp, path, base, target, None, key=("public", base), guard=False,
-                      public=True, cache_key=cache_key if req.method == "GET" else None)
+        return self._prepare(req, path, base, origin, target, None, key=("public", base),
+                             guard=False, public=True, user=None,
+                             cache_key=cache_key if req.method == "GET" else None)
 
-    # -- forwarding --------------------------------------------------------------------------
-
-    def _forward(self, req: falcon.Request, resp: falcon.Response, path: str, base: str,
-                 target: EngineTarget, principal: Principal | None, *, key: tuple[str, str],
-                 guard: bool, public: bool, cache_key: CacheKey | None = None) -> None:
-        encoded = engine_path(path)
+    def _refuse_if_open(self, key: tuple[str, str]) -> None:
         retry_after = self.breaker.retry_after(key)
         if retry_after is not None:
             raise unavailable("engine_unavailable",
                               "The engine failed repeatedly; retry after the cool-down",
                               retry_after)
+
+    def _prepare(self, req: Any, path: str, base: str, origin: _Origin, target: EngineTarget,
+                 principal: Principal | None, *, key: tuple[str, str], guard: bool,
+                 public: bool, user: int | None, cache_key: CacheKey | None = None) -> Outgoing:
+        encoded = engine_path(path)
+        _refuse_loop(req)
+        self._refuse_if_open(key)
         length = req.content_length or 0
         if length > self.settings.max_upload_bytes:
             raise body_too_large(self.settings.max_upload_bytes)
-        query = _raw_query(req)
+        chunked = not length and _is_chunked(req)
+        query = _query_string(req)
         rest = "/api/v1" + encoded
         if query:
-            rest += "?" + quote(query, safe=_QUERY_SAFE)
-        origin = _origin(base)
+            rest += "?" + quote(query.encode("latin-1", "replace"), safe=_QUERY_SAFE)
 
         headers = self._request_headers(req, principal, target, public)
         if length:
@@ -239,31 +336,62 @@ class Forwarder:
             gateway=self.gateway, principal=principal, target=target, method=req.method,
             path=path, headers=headers,
         )
-        # What httpx.Request would add: Host first, an empty body's length for POST/PUT/PATCH.
-        raw_headers = [(b"Host", origin.host_header)]
-        raw_headers += [(n.encode("latin-1"), _encode(v)) for n, v in headers.items()
-                        if not self._carries_secret(n, v)]
-        if not length and req.method in _EMPTY_BODY_METHODS:
-            raw_headers.append((b"Content-Length", b"0"))
+        sent = [(n, v) for n, v in headers.items() if not self._carries_secret(n, v)]
+        if not length and not chunked and req.method in _EMPTY_BODY_METHODS:
+            sent.append(("content-length", "0"))  # what httpx.Request would add
+        slot = self.limits.acquire(target.engine_id, user)
+        if slot is None:
+            raise unavailable("engine_busy", "Too many requests in flight to this engine; "
+                              "retry shortly", BUSY_RETRY_AFTER_S)
+        retries = 1 if req.method in RETRYABLE and not length and not chunked else 0
+        return Outgoing(req.method, base + rest, origin, _target(origin, base, rest), sent,
+                        length, chunked, key, guard, retries, slot, cache_key)
 
+    # -- the WSGI path: a thread per exchange ---------------------------------------------
+
+    def forward_user(self, req: falcon.Request, resp: falcon.Response, path: str,
+                     principal: Principal, target: EngineTarget) -> None:
+        self.send_sync(req, resp, self.prepare_user(req, path, principal, target))
+
+    def forward_public(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
+        out = self.prepare_public(req, path)
+        if isinstance(out, CachedResponse):
+            self._send_cached(resp, out)
+        else:
+            self.send_sync(req, resp, out)
+
+    def send_sync(self, req: falcon.Request, resp: falcon.Response, out: Outgoing) -> None:
+        try:
+            self._send_sync(req, resp, out)
+        except BaseException:
+            out.slot.release()
+            raise
+
+    def _send_sync(self, req: falcon.Request, resp: falcon.Response, out: Outgoing) -> None:
         # Never hold a pooled database connection across the engine's answer time.
         self.gateway.release_db()
-        exchange = Exchange(self.settings.timeout_s, self.settings.max_duration_s, guard,
-                            uploading=bool(length))
-        body = _upload(body_stream(req), length, exchange) if length else None
-        retries = 1 if req.method in RETRYABLE and body is None else 0
-        upstream = self._send(req.method, origin.address, _target(origin, base, rest), raw_headers,
-                              body, exchange, key, retries)
+        origin = out.origin
+        raw_headers = [(b"Host", origin.host_header)]
+        raw_headers += [(n.encode("latin-1"), _encode(v)) for n, v in out.headers]
+        exchange = Exchange(self.settings.timeout_s, self.settings.max_duration_s, out.guard,
+                            uploading=out.has_body)
+        body = _upload(body_stream(req), out.length, exchange) if out.length else None
+        upstream = self._send(out.method, origin.address, out.target, raw_headers, body,
+                              exchange, out.key, out.retries)
 
         status = upstream.status_code
-        kept, content_length = _response_headers(upstream)
-        if cache_key is not None and self.cache is not None and content_length is not None:
-            # Judged on the engine's own headers (Set-Cookie included), stored after hygiene.
-            policy = freshness(status, [(n.decode("latin-1").lower(), v.decode("latin-1"))
-                                        for n, v in upstream.headers.raw])
-            if policy is not None and int(content_length) <= self.cache.max_entry_bytes:
-                data = self._read_all(upstream, exchange, key)
-                self.cache.store(cache_key, status, kept, data, *policy)
+        raw = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in upstream.headers.raw]
+        kept, content_length = response_headers(raw)
+        chunks = upstream.iter_raw()
+        prefix: list[bytes] = []
+        policy = self._cache_policy(out, status, raw, content_length)
+        if policy is not None:
+            assert self.cache is not None and out.cache_key is not None
+            prefix, complete = self._read_prefix(upstream, chunks, exchange, out.key)
+            if complete:
+                data = b"".join(prefix)
+                self.cache.store(out.cache_key, status, kept, data, *policy)
+                out.slot.release()
                 _apply(resp, status, kept)
                 resp.data = data
                 return
@@ -271,13 +399,14 @@ class Forwarder:
         _apply(resp, status, kept)
         if req.method == "HEAD" or status in _BODILESS or status < 200:
             upstream.close()
+            out.slot.release()
             if content_length is not None and req.method == "HEAD":
                 resp.set_header("Content-Length", content_length)
             resp.stream = ()  # an empty iterable: Falcon would otherwise claim Content-Length 0
             return
         if content_length is not None:
             resp.set_header("Content-Length", content_length)
-        resp.stream = UpstreamBody(upstream, exchange)
+        resp.stream = UpstreamBody(upstream, chunks, exchange, out.slot, prefix)
 
     def _send(self, method: str, origin: tuple[bytes, bytes, int | None], target: bytes,
               headers: list[tuple[bytes, bytes]], body: Iterator[bytes] | None,
@@ -287,6 +416,7 @@ class Forwarder:
         attempt = 0
         raw_method = method.upper().encode("ascii")
         extensions = {"timeout": self.timeouts}
+        started = time.perf_counter()
         while True:
             try:
                 with exchange.active():
@@ -296,7 +426,7 @@ class Forwarder:
                 raise GatewayError(504, "engine_timeout", "The engine did not answer in time",
                                    {"Retry-After": "1"}) from None
             except httpx.TimeoutException as exc:
-                self._failed(key, exc)
+                self._failed(key, exc, "timeout", started)
                 raise GatewayError(504, "engine_timeout",
                                    "The engine did not answer in time") from None
             except httpx.LocalProtocolError:
@@ -305,37 +435,201 @@ class Forwarder:
                 if attempt < retries:
                     attempt += 1
                     continue
-                self._failed(key, exc)
+                self._failed(key, exc, "unreachable", started)
                 raise GatewayError(502, "engine_unreachable",
                                    "The engine could not be reached") from None
             self.breaker.success(key)
+            self.upstream_latency.labels("ok").observe(time.perf_counter() - started)
             exchange.headers_received()
             return response
 
-    def _failed(self, key: tuple[str, str], exc: Exception) -> None:
+    def _failed(self, key: tuple[str, str], exc: BaseException, outcome: str = "unreachable",
+                started: float | None = None) -> None:
+        if started is not None:
+            self.upstream_latency.labels(outcome).observe(time.perf_counter() - started)
         log.warning("engine %s failed: %s: %s", key[0], type(exc).__name__, exc)
         self.breaker.failure(key)
 
-    def _read_all(self, upstream: httpx.Response, exchange: Exchange,
-                  key: tuple[str, str]) -> bytes:
-        """The whole (small, cacheable) body, raw; failures as before the answer started."""
+    def _cache_policy(self, out: Outgoing, status: int, raw: list[tuple[str, str]],
+                      content_length: str | None) -> tuple[int, int] | None:
+        """(lifetime, age) when this answer is to be stored (judged on the engine's own
+        headers, Set-Cookie included), else None. A chunked answer qualifies too; whether it
+        fits the entry limit is known only once read."""
+        if out.cache_key is None or self.cache is None:
+            return None
+        if content_length is not None and int(content_length) > self.cache.max_entry_bytes:
+            return None
+        return freshness(status, [(n.lower(), v) for n, v in raw])
+
+    def _read_prefix(self, upstream: httpx.Response, chunks: Iterator[bytes], exchange: Exchange,
+                     key: tuple[str, str]) -> tuple[list[bytes], bool]:
+        """Up to the cache's entry limit of the body: (chunks, True) when that was all of
+        it; else (chunks read so far, False), the rest still to stream. Failures count as
+        before the answer started."""
+        assert self.cache is not None
+        limit = self.cache.max_entry_bytes
+        read: list[bytes] = []
+        size = 0
         try:
             with exchange.active():
-                return b"".join(upstream.iter_raw())
+                for chunk in chunks:
+                    read.append(chunk)
+                    size += len(chunk)
+                    if size > limit:
+                        return read, False
         except httpx.TimeoutException as exc:
+            upstream.close()
             self._failed(key, exc)
             raise GatewayError(504, "engine_timeout", "The engine did not answer in time") from None
         except httpx.TransportError as exc:
+            upstream.close()
             self._failed(key, exc)
             raise GatewayError(502, "engine_unreachable", "The engine could not be reached") from None
-        finally:
-            upstream.close()
+        upstream.close()
+        return read, True
 
-    def _send_cached(self, resp: falcon.Response, hit: CachedResponse) -> None:
+    def _send_cached(self, resp: Any, hit: CachedResponse) -> None:
         assert self.cache is not None
         _apply(resp, hit.status, hit.headers)
         resp.set_header("Age", str(hit.age(self.cache.clock())))
         resp.data = hit.body
+
+    # -- the ASGI path: no thread held while the engine is waited on ----------------------
+
+    def _async_client(self) -> UpstreamClient:
+        if self._client is None:  # built on the serving loop, on first use
+            self._client = UpstreamClient(max_connections=self.settings.max_connections,
+                                          address_policy=self.policy)
+        return self._client
+
+    async def send_async(self, req: Any, resp: Any, out: Outgoing) -> None:
+        """Send ``out``, streaming the client's body from ``req.stream`` as it arrives, and set
+        ``resp`` to stream the engine's answer back (``resp.stream``, an async iterator)."""
+        try:
+            await self._send_async(req, resp, out)
+        except BaseException:
+            out.slot.release()
+            raise
+
+    async def _send_async(self, req: Any, resp: Any, out: Outgoing) -> None:
+        receive = getattr(req, "_receive", None)  # Falcon keeps the ASGI receive here
+        # Without a body to read, the next ASGI event can only be the client's disconnect:
+        # watch for it from the start, so a client that gives up while the engine thinks
+        # frees its place at once (the exchange is cancelled).
+        watch = (_ClientWatch(receive, asyncio.current_task())
+                 if receive is not None and not out.has_body else None)
+        try:
+            await self._exchange_async(req, resp, out, watch, receive)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if watch is None or not watch.gone or task is None:
+                raise
+            task.uncancel()  # our own cancel: the client left, nobody reads an answer
+            out.slot.release()
+            resp.status = 499  # nginx's "client closed request", for the access log only
+            resp.data = b""
+            return
+        finally:
+            if watch is not None and not watch.handed:
+                watch.stop()
+
+    async def _exchange_async(self, req: Any, resp: Any, out: Outgoing,
+                              watch: _ClientWatch | None, receive: Any) -> None:
+        client = self._async_client()
+        timeouts = Timeouts(connect_s=self.settings.connect_timeout_s,
+                            read_s=self.settings.read_timeout_s,
+                            # Silence before the headers is bounded by the read timeout
+                            # too, as on the WSGI path (a socket read there).
+                            headers_s=min(self.settings.timeout_s, self.settings.read_timeout_s),
+                            max_duration_s=self.settings.max_duration_s)
+        headers = [("host", out.origin.host_header.decode("latin-1")), *out.headers]
+        upload = (_AsyncUpload(req.stream, self.settings.max_upload_bytes, out.length)
+                  if out.has_body else None)
+        attempt = 0
+        started = time.perf_counter()
+        while True:
+            try:
+                upstream = await client.request(out.method, out.url, headers, upload,
+                                                timeouts=timeouts, guard=out.guard)
+                break
+            except Exception as exc:
+                # The client's own body first: its faults are never the engine's.
+                if upload is not None and upload.too_large:
+                    raise body_too_large(self.settings.max_upload_bytes) from None
+                if upload is not None and upload.failed:
+                    raise bad_request("The request body ended before it was complete") from None
+                if not isinstance(exc, UpstreamError):
+                    raise
+                if isinstance(exc, UpstreamTimeout):
+                    self._failed(out.key, exc, "timeout", started)
+                    raise GatewayError(504, "engine_timeout",
+                                       "The engine did not answer in time") from None
+                if attempt < out.retries:  # refused, reset, dropped: nothing was answered
+                    attempt += 1
+                    continue
+                self._failed(out.key, exc, "unreachable", started)
+                raise GatewayError(502, "engine_unreachable",
+                                   "The engine could not be reached") from None
+        self.breaker.success(out.key)
+        self.upstream_latency.labels("ok").observe(time.perf_counter() - started)
+
+        status = upstream.status
+        kept, content_length = response_headers(upstream.headers)
+        chunks = upstream.__aiter__()
+        prefix: list[bytes] = []
+        policy = self._cache_policy(out, status, upstream.headers, content_length)
+        try:
+            if policy is not None:
+                assert self.cache is not None and out.cache_key is not None
+                prefix, complete = await self._read_prefix_async(upstream, chunks, out.key)
+                if complete:
+                    data = b"".join(prefix)
+                    self.cache.store(out.cache_key, status, kept, data, *policy)
+                    out.slot.release()
+                    _apply(resp, status, kept)
+                    resp.data = data
+                    return
+        except BaseException:
+            await upstream.aclose()
+            raise
+
+        _apply(resp, status, kept)
+        if req.method == "HEAD" or status in _BODILESS or status < 200:
+            await upstream.aclose()
+            out.slot.release()
+            if content_length is not None and req.method == "HEAD":
+                resp.set_header("Content-Length", content_length)
+            resp.stream = _EMPTY_ASYNC  # truthy: Falcon would otherwise claim Content-Length 0
+            return
+        if content_length is not None:
+            resp.set_header("Content-Length", content_length)
+        if watch is None and receive is not None and upload is not None and upload.done:
+            watch = _ClientWatch(receive, None)  # the body is all read: receive is free now
+        if watch is not None:
+            watch.stream(upstream)
+        resp.stream = AsyncUpstreamBody(upstream, chunks, out.slot, prefix, watch)
+
+    async def _read_prefix_async(self, upstream: UpstreamResponse, chunks: AsyncIterator[bytes],
+                                 key: tuple[str, str]) -> tuple[list[bytes], bool]:
+        assert self.cache is not None
+        limit = self.cache.max_entry_bytes
+        read: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in chunks:
+                read.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    return read, False
+        except UpstreamError as exc:
+            await upstream.aclose()
+            self._failed(key, exc)
+            if isinstance(exc, UpstreamTimeout):
+                raise GatewayError(504, "engine_timeout",
+                                   "The engine did not answer in time") from None
+            raise GatewayError(502, "engine_unreachable", "The engine could not be reached") from None
+        await upstream.aclose()
+        return read, True
 
     # -- header hygiene ----------------------------------------------------------------------
 
@@ -349,17 +643,15 @@ class Forwarder:
             return False
         return any(address in network for network in networks)
 
-    def _request_headers(self, req: falcon.Request, principal: Principal | None,
+    def _request_headers(self, req: Any, principal: Principal | None,
                          target: EngineTarget, public: bool) -> dict[str, str]:
         """The headers to forward (lowercase names), per API.md's removed/kept/added lists."""
-        received = req.headers_lower  # lowercase names on both servers (WSGI and ASGI)
+        received = _client_headers(req)
         named = received.get("connection", "")
         connection = {t.strip().lower() for t in named.split(",")} if named else set()
         trusted = self._trusted(req.remote_addr)
         headers: dict[str, str] = {}
         for name, value in received.items():
-            if name == "content-type" and not value:
-                continue
             if name in _REQUEST_DROP or name in connection:
                 continue
             if not trusted and (name in _CLIENT_ADDRESS or name.startswith("x-forwarded-")):
@@ -397,19 +689,68 @@ class Forwarder:
         return found
 
 
+BUSY_RETRY_AFTER_S = 1
+#: Who we are in ``Via`` (RFC 9110 §7.6.3 pseudonym): shared by every instance, so a loop
+#: through a load balancer in front of several instances is caught too.
+VIA_NAME = "flowork-gateway"
+
+
+def _refuse_loop(req: Any) -> None:
+    """508 ``proxy_loop`` when the request already passed through a Flowork gateway."""
+    via = req.get_header("Via")
+    if via and any(VIA_NAME in part.split()[1:2] for part in via.split(",")):
+        raise GatewayError(508, "proxy_loop", "The request looped back to the gateway")
+
+
+def _client_headers(req: Any) -> Mapping[str, str]:
+    """The client's request headers, lowercase names, from a WSGI environ or (ASGI) Falcon's
+    own map of them (the scope's list may be a one-shot iterator)."""
+    env = getattr(req, "env", None)
+    headers: dict[str, str] = {}
+    if env is not None:
+        for key, value in env.items():
+            if key.startswith("HTTP_"):
+                headers[key[5:].replace("_", "-").lower()] = value
+            elif key == "CONTENT_TYPE" and value:
+                headers["content-type"] = value
+        return headers
+    return req.headers
+
+
+def _query_string(req: Any) -> str:
+    env = getattr(req, "env", None)
+    if env is not None:
+        return env.get("QUERY_STRING", "")
+    return req.scope.get("query_string", b"").decode("latin-1")
+
+
+def _is_chunked(req: Any) -> bool:
+    """A body without Content-Length (only under ASGI: waitress hands the app a length)."""
+    if getattr(req, "env", None) is not None:
+        return False
+    encoding = req.get_header("Transfer-Encoding")
+    return bool(encoding) and "chunked" in encoding.lower()
+
+
+@functools.lru_cache(maxsize=4096)
+def _safe_origin(base: str) -> _Origin | None:
+    """The parsed origin, or None for a URL httpx refuses (an empty or over-long host label,
+    a malformed IPv6 literal...)."""
+    try:
+        origin = _origin(base)
+        host = origin.address[1].decode("ascii")
+        if not host.startswith("[") and not host.replace(".", "").isdigit():
+            host.encode("idna")  # what the resolver will do: empty or over-long labels fail
+    except (httpx.InvalidURL, ValueError, UnicodeError):
+        return None
+    return origin
+
+
 def _encode(value: str) -> bytes:
     try:
         return value.encode("latin-1")
     except UnicodeEncodeError:
         return value.encode("utf-8")
-
-
-def _raw_query(req: falcon.Request) -> bytes:
-    """The query string as received (ASGI: the raw bytes; WSGI: latin-1, as PEP 3333 says)."""
-    scope = getattr(req, "scope", None)
-    if scope is not None:
-        return scope.get("query_string", b"")
-    return req.query_string.encode("latin-1", "replace")
 
 
 def _upload(stream: Any, length: int, exchange: Exchange) -> Iterator[bytes]:
@@ -424,14 +765,47 @@ def _upload(stream: Any, length: int, exchange: Exchange) -> Iterator[bytes]:
     exchange.body_sent()
 
 
-def _response_headers(upstream: httpx.Response) -> tuple[list[tuple[str, str]], str | None]:
-    """The engine's headers minus hop-by-hop ones (and those ``Connection`` names), with
-    Content-Length split out."""
-    raw = [(n.decode("latin-1").lower(), v.decode("latin-1")) for n, v in upstream.headers.raw]
-    connection = {t.strip().lower() for n, v in raw if n == "connection" for t in v.split(",")}
+class _AsyncUpload:
+    """The client's body from ``req.stream`` (Falcon ASGI) as it arrives, refused beyond
+    ``limit`` bytes (a chunked body has no length to refuse up front); a body shorter than its
+    declared ``length`` (the client went away) fails the upload rather than completing it."""
+
+    __slots__ = ("done", "failed", "length", "limit", "stream", "too_large")
+
+    def __init__(self, stream: Any, limit: int, length: int) -> None:
+        self.stream = stream
+        self.limit = limit
+        self.length = length
+        self.done = False
+        self.failed = False
+        self.too_large = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        sent = 0
+        try:
+            async for chunk in self.stream:
+                sent += len(chunk)
+                if sent > self.limit:
+                    self.too_large = True
+                    raise ValueError("request body over the limit")
+                if chunk:
+                    yield chunk
+            if self.length and sent != self.length:
+                raise ValueError("request body shorter than its Content-Length")
+        except Exception:
+            self.failed = True
+            raise
+        self.done = True
+
+
+def response_headers(raw: Any) -> tuple[list[tuple[str, str]], str | None]:
+    """The engine's headers (name, value pairs as received) minus hop-by-hop ones (and those
+    ``Connection`` names), lowercase names, with Content-Length split out."""
+    pairs = [(n.lower(), v) for n, v in raw]
+    connection = {t.strip().lower() for n, v in pairs if n == "connection" for t in v.split(",")}
     kept: list[tuple[str, str]] = []
     content_length = None
-    for name, value in raw:
+    for name, value in pairs:
         if name == "content-length":
             content_length = value.strip() if value.strip().isdigit() else None
         elif name == "content-type":
@@ -442,7 +816,7 @@ def _response_headers(upstream: httpx.Response) -> tuple[list[tuple[str, str]], 
     return kept, content_length
 
 
-def _apply(resp: falcon.Response, status: int, headers: Any) -> None:
+def _apply(resp: Any, status: int, headers: Any) -> None:
     resp.status = status
     content_type = None
     for name, value in headers:
@@ -462,20 +836,26 @@ class UpstreamBody:
     """The WSGI response iterable: the engine's raw bytes (no decompression) as they arrive.
 
     ``close()`` (called by the WSGI server when the client goes away, or at the end) closes
-    the engine's response, which drops an unfinished upstream connection.
+    the engine's response, which drops an unfinished upstream connection, and gives back the
+    exchange's fairness slot.
     """
 
-    __slots__ = ("_chunks", "_exchange", "_response")
+    __slots__ = ("_chunks", "_exchange", "_prefix", "_response", "_slot")
 
-    def __init__(self, response: httpx.Response, exchange: Exchange) -> None:
+    def __init__(self, response: httpx.Response, chunks: Iterator[bytes], exchange: Exchange,
+                 slot: Slot, prefix: list[bytes] | None = None) -> None:
         self._response = response
         self._exchange = exchange
-        self._chunks = response.iter_raw()
+        self._slot = slot
+        self._prefix = prefix or None
+        self._chunks = chunks
 
     def __iter__(self) -> UpstreamBody:
         return self
 
     def __next__(self) -> bytes:
+        if self._prefix:
+            return self._prefix.pop(0)
         token = self._exchange.enter()
         try:
             return next(self._chunks)
@@ -490,4 +870,109 @@ class UpstreamBody:
             Exchange.leave(token)
 
     def close(self) -> None:
-        self._response.close()
+        try:
+            self._response.close()
+        finally:
+            self._slot.release()
+
+
+class _ClientWatch:
+    """Waits for the client's ``http.disconnect`` (call only once the request body is all
+    read: until then ``receive`` delivers the body). Uvicorn tells an app that its client
+    left through ``receive()`` only, so without this an abandoned exchange would linger until
+    the engine's next byte or a timeout. On disconnect: before the answer streams, the
+    handling task is cancelled; while it streams, the engine's response is closed, which
+    wakes a pending read."""
+
+    __slots__ = ("_response", "_task", "_watcher", "gone", "handed")
+
+    def __init__(self, receive: Any, task: asyncio.Task[Any] | None) -> None:
+        self.gone = False
+        self.handed = False
+        self._task = task
+        self._response: UpstreamResponse | None = None
+        self._watcher = asyncio.ensure_future(self._run(receive))
+
+    def stream(self, response: UpstreamResponse) -> None:
+        """The answer streams now: on disconnect close ``response`` instead of cancelling."""
+        self._task = None
+        self._response = response
+        self.handed = True
+
+    async def _run(self, receive: Any) -> None:
+        try:
+            while True:
+                event = await receive()
+                if event.get("type") == "http.disconnect":
+                    break
+        except Exception:  # the server's receive failed: treat the client as gone
+            log.debug("receive() failed while proxying", exc_info=True)
+        self.gone = True
+        if self._response is not None:
+            await self._response.aclose()
+        elif self._task is not None:
+            self._task.cancel()
+
+    def stop(self) -> None:
+        watcher = self._watcher
+        if not watcher.done() and watcher is not asyncio.current_task():
+            watcher.cancel()
+
+
+class AsyncUpstreamBody:
+    """The ASGI response stream (Falcon awaits ``close()`` after the last chunk, after an
+    error, and when it stops early): the engine's raw bytes as they arrive. A
+    :class:`_ClientWatch` closes the engine's response when the client leaves."""
+
+    __slots__ = ("_chunks", "_closed", "_prefix", "_response", "_slot", "_watch")
+
+    def __init__(self, response: UpstreamResponse, chunks: AsyncIterator[bytes], slot: Slot,
+                 prefix: list[bytes], watch: _ClientWatch | None) -> None:
+        self._response = response
+        self._chunks = chunks
+        self._slot = slot
+        self._prefix = prefix or None
+        self._closed = False
+        self._watch = watch
+
+    def __aiter__(self) -> AsyncUpstreamBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._prefix:
+            return self._prefix.pop(0)
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            await self.close()
+            raise
+        except UpstreamError as exc:
+            await self.close()
+            if self._watch is not None and self._watch.gone:  # closed because the client left
+                raise StopAsyncIteration from None
+            log.warning("engine response broke off: %s: %s", type(exc).__name__, exc)
+            raise UpstreamAborted(f"engine response broke off: {type(exc).__name__}") from None
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._watch is not None:
+            self._watch.stop()
+        try:
+            await self._response.aclose()
+        finally:
+            self._slot.release()
+
+
+class _EmptyAsync:
+    """An async iterator with nothing in it, truthy (Falcon tests ``resp.stream``)."""
+
+    def __aiter__(self) -> _EmptyAsync:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
+
+
+_EMPTY_ASYNC = _EmptyAsync()

@@ -7,6 +7,8 @@ through the ``flowork_proxy_request`` hook, where any plugin may add headers, lo
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import falcon
@@ -16,7 +18,10 @@ from gateway_kernel.config import as_int, as_networks, as_optional_str, as_secon
 from gateway_kernel.errors import unavailable
 from gateway_kernel.openapi import error, op, path_param
 
-from .forward import Forwarder, ProxySettings, engine_base
+from .cache import CachedResponse
+from .forward import Forwarder, Outgoing, ProxySettings, engine_base
+
+log = logging.getLogger("gateway_plugins.proxy")
 
 ENGINE_HEADER = "X-Flowork-Engine-ID"
 #: Header values that mean "no engine named" (the lite GUI sends a placeholder).
@@ -51,6 +56,10 @@ class ProxyPlugin(GatewayPlugin):
                 "consecutive failures that short-circuit an engine"),
         Setting("FLOWORK_PROXY_BREAKER_COOLDOWN_S", as_seconds(0.01, 3600), 30.0,
                 "how long a failing engine is short-circuited"),
+        Setting("FLOWORK_PROXY_MAX_PER_ENGINE", as_int(1, 100000), 32,
+                "concurrent proxied requests per engine, per instance (beyond: 503 engine_busy)"),
+        Setting("FLOWORK_PROXY_MAX_PER_USER", as_int(1, 100000), 64,
+                "concurrent proxied requests per user, per instance (beyond: 503 engine_busy)"),
         Setting("FLOWORK_PROXY_CACHE_BYTES", as_int(0), 32 * MIB,
                 "memory for cached public-proxy answers (0 disables the cache)"),
         Setting("FLOWORK_PROXY_CACHE_ENTRY_BYTES", as_int(1), 1 * MIB,
@@ -84,24 +93,44 @@ class ProxyPlugin(GatewayPlugin):
             cache_entry_bytes=config["FLOWORK_PROXY_CACHE_ENTRY_BYTES"],
             trusted_proxies=tuple(config["FLOWORK_TRUSTED_PROXIES"]),
             public_engine_url=public_url,
+            max_per_engine=config["FLOWORK_PROXY_MAX_PER_ENGINE"],
+            max_per_user=config["FLOWORK_PROXY_MAX_PER_USER"],
         ))
 
     @hookimpl
     def gateway_shutdown(self, gateway: Gateway) -> None:
-        if self.forwarder is not None:
-            self.forwarder.close()
+        if self.forwarder is None:
+            return
+        self.forwarder.close()
+        # The async client's connections belong to the serving loop: close them there, when
+        # it still runs (a stopped loop's transports go with it).
+        loop = getattr(gateway, "loop", None)
+        if self.forwarder._client is None or loop is None or not loop.is_running():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        try:
+            if running is loop:  # called on the loop itself (lifespan): close in the background
+                loop.create_task(self.forwarder.aclose())
+            else:
+                asyncio.run_coroutine_threadsafe(self.forwarder.aclose(), loop).result(5)
+        except Exception:  # shutdown must not raise
+            log.warning("closing the engine connections failed", exc_info=True)
 
     # -- HTTP --------------------------------------------------------------------------------
 
     @hookimpl
     def gateway_routes(self, gateway: Gateway) -> list[Route]:
         assert self.forwarder is not None
-        return [Route(path, PublicProxyResource(self.forwarder), "public") for path in PUBLIC_PATHS]
+        return [Route(path, PublicProxyResource(gateway, self.forwarder), "public") for path in PUBLIC_PATHS]
 
     @hookimpl
     def gateway_sinks(self, gateway: Gateway) -> list[Sink]:
         assert self.forwarder is not None
-        return [Sink("/", UserProxy(gateway, self.forwarder), "user")]
+        proxy = UserProxy(gateway, self.forwarder)
+        return [Sink("/", proxy, "user", async_handler=proxy.handle_async, prepare=proxy.prepare)]
 
     @hookimpl
     def gateway_cors_headers(self) -> list[str]:
@@ -118,13 +147,28 @@ PUBLIC_PATHS = ("/localization/{lang_code}", "/news", "/components/{type}/{id}/i
 class PublicProxyResource:
     """GET/HEAD on a public path → the configured public engine; other methods are 405."""
 
-    def __init__(self, forwarder: Forwarder) -> None:
+    def __init__(self, gateway: Gateway, forwarder: Forwarder) -> None:
+        self.gateway = gateway
         self.forwarder = forwarder
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, **params: str) -> None:
         self.forwarder.forward_public(req, resp, req.path[len(API_PREFIX):])
 
     on_head = on_get
+
+    async def on_get_async(self, req: Any, resp: Any, **params: str) -> None:
+        """The ASGI server's responder (GET and HEAD): a cache hit is answered on the loop;
+        otherwise the request hook (plugin code) runs in the kernel's pool, the exchange on
+        the loop."""
+        path = req.path[len(API_PREFIX):]
+        hit = self.forwarder.cached(req, path)  # a hit costs no trip to the pool
+        out = hit or await self.gateway.run_sync(self.forwarder.prepare_public, req, path)
+        if isinstance(out, CachedResponse):
+            self.forwarder._send_cached(resp, out)
+        else:
+            await self.forwarder.send_async(req, resp, out)
+
+    on_head_async = on_get_async
 
 
 class UserProxy:
@@ -135,6 +179,16 @@ class UserProxy:
         self.forwarder = forwarder
 
     def __call__(self, req: falcon.Request, resp: falcon.Response, path: str) -> None:
+        """The WSGI server's handler (and the ASGI server's without async support)."""
+        self.forwarder.send_sync(req, resp, self.prepare(req, path))
+
+    async def handle_async(self, req: Any, resp: Any, path: str) -> None:
+        """The ASGI server's handler: the engine lookup and the request hook (plugin code,
+        maybe database queries) ran in the kernel's pool with authentication (``prepare``,
+        one hop); the exchange runs on the loop."""
+        await self.forwarder.send_async(req, resp, req.context.prepared)
+
+    def prepare(self, req: Any, path: str) -> Outgoing:
         principal = req.context.principal
         engine_id = (req.get_header(ENGINE_HEADER) or "").strip()
         if principal.audience is not None:  # an exposed credential: its one engine, or nothing
@@ -152,7 +206,7 @@ class UserProxy:
         if not target.owned:
             self.gateway.hook.gateway_credential_exposed(
                 gateway=self.gateway, principal=principal, audience=target.engine_id)
-        self.forwarder.forward_user(req, resp, path, principal, target)
+        return self.forwarder.prepare_user(req, path, principal, target)
 
 
 def openapi_part() -> dict[str, Any]:
@@ -162,8 +216,11 @@ def openapi_part() -> dict[str, Any]:
                                "(cached when its Cache-Control allows)"},
         "default": {"description": "Any other answer of the public engine, passed through"},
         "502": error("The public engine could not be reached", "engine_unreachable"),
-        "503": error("No public engine configured, or it failed repeatedly (see Retry-After)",
-                     "no_public_engine", "engine_unavailable"),
+        "503": error("No public engine configured, it failed repeatedly, or too many requests "
+                     "are in flight to it (see Retry-After)",
+                     "no_public_engine", "engine_unavailable", "engine_busy"),
+        "508": error("The request already passed through this gateway (a proxy loop)",
+                     "proxy_loop"),
         "504": error("The public engine did not answer in time", "engine_timeout"),
     }
     params = {
@@ -199,6 +256,11 @@ def openapi_part() -> dict[str, Any]:
                                     "engine_timeout"),
         "ProxyEngineUnavailable": error(catch_all + "the engine failed repeatedly and is "
                                         "short-circuited; see Retry-After", "engine_unavailable"),
+        "ProxyEngineBusy": error(catch_all + "too many requests in flight to this engine or "
+                                 "from this user (FLOWORK_PROXY_MAX_PER_ENGINE / _PER_USER); "
+                                 "see Retry-After", "engine_busy"),
+        "ProxyLoop": error(catch_all + "the request already passed through a Flowork gateway "
+                           "(its Via header names one)", "proxy_loop"),
         "ProxyBodyTooLarge": error(catch_all + "the request body exceeds "
                                    "FLOWORK_PROXY_MAX_UPLOAD_BYTES", "body_too_large"),
     }

@@ -134,13 +134,16 @@ class _DeadlineBackend(httpcore.NetworkBackend):
             except httpcore.ConnectError as exc:  # try the next address, like create_connection
                 error = exc
                 continue
+            except (UnicodeError, ValueError) as exc:  # a host name the resolver refuses
+                error = httpcore.ConnectError(f"cannot resolve {host}: {exc}")
+                continue
             return _DeadlineStream(stream)
         raise error or httpcore.ConnectError(f"cannot connect to {host}")
 
     def _checked_addresses(self, host: str, port: int) -> list[str]:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: an empty or over-long label
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
         addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
         if not addresses or any(self._policy.refusal(ipaddress.ip_address(a), port)
