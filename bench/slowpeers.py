@@ -58,12 +58,18 @@ async def _hanging_request(host: str, port: int, request: bytes, stop: asyncio.E
             done = asyncio.ensure_future(reader.read(65536))
             waiter = asyncio.ensure_future(stop.wait())
             await asyncio.wait({done, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if done.done() and not waiter.done():
-                stats["hanging_answered"] += 1  # the gateway gave up on it (a timeout)
+            answered = done.done() and not waiter.done()
+            if answered:
+                # the gateway gave up on it (a timeout) or refused it (503 engine_busy: the
+                # per-engine bound); wait as Retry-After asks instead of reconnecting at once,
+                # or the row measures a flood of new requests, not hanging ones
+                stats["hanging_answered"] += 1
             for task in (done, waiter):
                 task.cancel()
         finally:
             writer.close()
+        if answered:
+            await asyncio.sleep(1.0)
 
 
 async def _slow_header(host: str, port: int, stop: asyncio.Event, stats: dict[str, int]) -> None:
