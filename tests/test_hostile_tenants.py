@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from collections.abc import Iterator
 
 import falcon.testing
 import pytest
+from concurrency import race
 from procs import StubEngine
 
 from gateway_kernel import Account
@@ -27,20 +25,6 @@ from gateway_plugins.engines import resources as engine_resources
 
 API = "/api/v1"
 REDIS_URL = "redis://127.0.0.1:6379/0"
-T = TypeVar("T")
-
-
-def race(calls: Sequence[Callable[[], T]]) -> list[T]:
-    """Every call in its own thread, released together."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], T]) -> T:
-        barrier.wait(timeout=30)
-        return call()
-
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        futures = [pool.submit(run, call) for call in calls]
-        return [f.result(timeout=120) for f in futures]
 
 
 def client_for(gateway) -> falcon.testing.TestClient:

@@ -9,17 +9,15 @@ orphan row whatever the interleaving of renames, shares, token resets and delete
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
-from typing import TypeVar
 
 import falcon.testing
 import pytest
+from concurrency import race
 
 from gateway_kernel import Account
 from gateway_plugins.engines.models import Engine
@@ -27,20 +25,6 @@ from gateway_plugins.sharing.models import EngineShare
 
 API = "/api/v1"
 ROUNDS = 4
-T = TypeVar("T")
-
-
-def race(calls: Sequence[Callable[[], T]]) -> list[T]:
-    """Run every call in its own thread, all released at the same moment."""
-    barrier = threading.Barrier(len(calls))
-
-    def run(call: Callable[[], T]) -> T:
-        barrier.wait(timeout=30)
-        return call()
-
-    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-        futures = [pool.submit(run, call) for call in calls]
-        return [f.result(timeout=120) for f in futures]
 
 
 @contextmanager
