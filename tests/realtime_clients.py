@@ -14,6 +14,7 @@ import asyncio
 import time
 from typing import Any
 
+import httpx
 import socketio
 
 from gateway_plugins.auth_crypto.signing import Signer, socket_message
@@ -150,3 +151,15 @@ def start_gateway(settings: dict[str, str], log_dir: Any, wait: float = 60.0) ->
     from procs import GatewayProcess
 
     return GatewayProcess.start(settings, log_dir, wait=wait, server="uvicorn")
+
+
+def run(coro: Any) -> None:
+    """Run one test scenario, bounded in time."""
+    asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def new_engine(gw: Any, owner: Signer, name: str = "engine") -> dict:
+    """A new engine of ``owner`` on gateway process ``gw`` (its token in ``raw_token``)."""
+    r = httpx.post(gw.url("/user/engines"), json={"name": name}, headers=owner.headers())
+    assert r.status_code == 201, r.text
+    return r.json()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from procs import SERVICE_SECRET, StubEngine
-from realtime_clients import EnginePeer, GuiPeer, start_gateway
+from realtime_clients import EnginePeer, GuiPeer, new_engine, run, start_gateway
 
 from gateway_plugins.auth_crypto.signing import Signer
 
@@ -35,16 +35,6 @@ def gw(tmp_path_factory) -> Iterator[object]:
 def stub() -> Iterator[StubEngine]:
     with StubEngine() as engine:
         yield engine
-
-
-def run(coro) -> None:
-    asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def new_engine(gw, owner: Signer, name: str = "engine") -> dict:
-    r = httpx.post(gw.url("/user/engines"), json={"name": name}, headers=owner.headers())
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def listed(gw, owner: Signer) -> dict:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from realtime_clients import EnginePeer, GuiPeer, socket_headers, start_gateway
+from realtime_clients import EnginePeer, GuiPeer, new_engine, run, socket_headers, start_gateway
 
 from gateway_plugins.auth_crypto.signing import Signer, socket_message
 
@@ -24,16 +24,6 @@ def gw(tmp_path_factory) -> Iterator[object]:
     finally:
         gateway.stop()
     assert "Traceback" not in gateway.log_text(), gateway.log_tail()
-
-
-def run(coro) -> None:
-    asyncio.run(asyncio.wait_for(coro, 60))
-
-
-def new_engine(gw, owner: Signer, name: str = "engine") -> dict:
-    r = httpx.post(gw.url("/user/engines"), json={"name": name}, headers=owner.headers())
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def share(gw, owner: Signer, engine: dict, guest: Signer, role: str, alias: bool = False) -> None:

@@ -8,14 +8,20 @@ import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
-import socketio
-
 from gateway_kernel import Account
 from gateway_kernel.errors import GatewayError
 
 from . import errors, relay
 from .auth import authenticate
-from .server import ALL_ENGINES, ENGINE_NS, EngineConn, TokenBucket, engine_room, user_room
+from .server import (
+    ALL_ENGINES,
+    ENGINE_NS,
+    EngineConn,
+    GuardedNamespace,
+    TokenBucket,
+    engine_room,
+    user_room,
+)
 
 if TYPE_CHECKING:
     from .server import Realtime
@@ -25,27 +31,11 @@ log = logging.getLogger("gateway_plugins.realtime")
 _URL_EVENTS = {"register_engine_http_info": "http_url", "engine_ready": "internal_api_url"}
 
 
-class EngineNamespace(socketio.AsyncNamespace):
-    def __init__(self, rt: Realtime) -> None:
-        super().__init__(ENGINE_NS)
-        self.rt = rt
+class EngineNamespace(GuardedNamespace):
+    label = "engine"
 
-    # Every event goes through here: one place that never lets an exception escape into
-    # python-socketio (which would drop the connection) and answers unknown events.
-    async def trigger_event(self, event: str, *args: Any) -> Any:
-        try:
-            if event == "connect":
-                return await self.on_connect(*args[:3])
-            if event == "disconnect":
-                return await self.on_disconnect(args[0])
-            await self.on_event(event, args[0], args[1] if len(args) > 1 else None)
-        except socketio.exceptions.ConnectionRefusedError:
-            raise
-        except Exception:
-            log.exception("realtime: engine event %r failed", event)
-            if event not in ("connect", "disconnect"):
-                await self._error(args[0], errors.INTERNAL, "The event could not be handled")
-        return None
+    def __init__(self, rt: Realtime) -> None:
+        super().__init__(rt, ENGINE_NS)
 
     async def _error(self, sid: str, code: str, message: str) -> None:
         await self.emit("error", errors.error_payload(code, message), to=sid)

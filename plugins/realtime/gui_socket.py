@@ -9,13 +9,20 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import socketio
-
 from gateway_kernel.errors import GatewayError
 
 from . import errors, relay
 from .auth import authenticate, user_headers
-from .server import ACCESS_TTL_S, ENGINE_NS, GUI_NS, GuiConn, TokenBucket, engine_room, user_room
+from .server import (
+    ACCESS_TTL_S,
+    ENGINE_NS,
+    GUI_NS,
+    GuardedNamespace,
+    GuiConn,
+    TokenBucket,
+    engine_room,
+    user_room,
+)
 
 if TYPE_CHECKING:
     from .server import Realtime
@@ -23,26 +30,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway_plugins.realtime")
 
 
-class GuiNamespace(socketio.AsyncNamespace):
-    def __init__(self, rt: Realtime) -> None:
-        super().__init__(GUI_NS)
-        self.rt = rt
+class GuiNamespace(GuardedNamespace):
+    label = "GUI"
 
-    async def trigger_event(self, event: str, *args: Any) -> Any:
-        try:
-            if event == "connect":
-                return await self.on_connect(*args[:3])
-            if event == "disconnect":
-                self.rt.guis.pop(args[0], None)
-                return None
-            await self.on_event(event, args[0], args[1] if len(args) > 1 else None)
-        except socketio.exceptions.ConnectionRefusedError:
-            raise
-        except Exception:
-            log.exception("realtime: GUI event %r failed", event)
-            if event not in ("connect", "disconnect"):
-                await self._error(args[0], "error", errors.INTERNAL, "The event could not be handled")
-        return None
+    def __init__(self, rt: Realtime) -> None:
+        super().__init__(rt, GUI_NS)
+
+    async def on_disconnect(self, sid: str) -> None:
+        self.rt.guis.pop(sid, None)
 
     async def _error(self, sid: str, event: str, code: str, message: str) -> None:
         await self.emit(event, errors.error_payload(code, message), to=sid)

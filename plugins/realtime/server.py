@@ -23,6 +23,7 @@ import socketio
 
 from gateway_kernel import Account, utcnow
 
+from . import errors
 from .auth import SafeJSON
 from .settings import RealtimeConfig
 
@@ -155,6 +156,43 @@ class Audience:
     guests: dict[str, int]  # lowercase address → account id
     roles: dict[int, str]  # account id → role
     expires: float = field(default=0.0)
+
+
+class GuardedNamespace(socketio.AsyncNamespace):
+    """A namespace whose every event goes through :meth:`trigger_event`: the one place that
+    never lets an exception escape into python-socketio (which would drop the connection)
+    and answers a failed event with an ``error`` event."""
+
+    label = ""
+
+    def __init__(self, rt: Realtime, namespace: str) -> None:
+        super().__init__(namespace)
+        self.rt = rt
+
+    async def trigger_event(self, event: str, *args: Any) -> Any:
+        try:
+            if event == "connect":
+                return await self.on_connect(*args[:3])
+            if event == "disconnect":
+                return await self.on_disconnect(args[0])
+            await self.on_event(event, args[0], args[1] if len(args) > 1 else None)
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except Exception:
+            log.exception("realtime: %s event %r failed", self.label, event)
+            if event not in ("connect", "disconnect"):
+                await self.emit("error", errors.error_payload(
+                    errors.INTERNAL, "The event could not be handled"), to=args[0])
+        return None
+
+    async def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        raise NotImplementedError
+
+    async def on_disconnect(self, sid: str) -> None:
+        raise NotImplementedError
+
+    async def on_event(self, event: str, sid: str, data: Any) -> None:
+        raise NotImplementedError
 
 
 class Realtime:
