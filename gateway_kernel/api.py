@@ -88,6 +88,11 @@ class AuthScheme:
     #: on every OpenAPI operation that needs this scheme's kind.
     error_codes: Mapping[int, tuple[str, ...]] = {}
 
+    def secrets(self) -> tuple[bytes, ...]:
+        """Credential values this scheme holds that must never leave the gateway (a shared
+        service secret, say): the proxy drops any outgoing header that carries one."""
+        return ()
+
     def openapi_security_schemes(self) -> dict[str, dict[str, Any]]:
         """This scheme's ``components.securitySchemes`` entries. An operation needing this
         scheme's kind requires all of them together (:meth:`openapi_requirement`); several

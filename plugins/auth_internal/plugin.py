@@ -74,6 +74,9 @@ class ServiceKeyScheme(AuthScheme):
         # Empty counts as unset: service routes are then closed, never open.
         self.secret = secret.encode("utf-8") if secret else None
 
+    def secrets(self) -> tuple[bytes, ...]:
+        return (self.secret,) if self.secret else ()
+
     def _not_configured(self) -> Exception:
         return unavailable(codes.SERVICE_AUTH_NOT_CONFIGURED,
                            "Service authentication is not configured (GATEWAY_SECRET_TOKEN)")

@@ -201,8 +201,6 @@ class Forwarder:
         self.limits = ConcurrencyLimits(settings.max_per_engine, settings.max_per_user)
         self.cache = (ResponseCache(settings.cache_bytes, settings.cache_entry_bytes)
                       if settings.cache_bytes > 0 else None)
-        found, secret = gateway.config.raw("GATEWAY_SECRET_TOKEN")
-        self.secret = secret.strip().encode() if found and isinstance(secret, str) else b""
         #: The gateway's one address policy (engines set its allow-list, ``serve`` registers
         #: the listening sockets): every address an engine URL resolves to is checked at connect.
         self.policy = netpolicy.for_gateway(gateway)
@@ -675,14 +673,22 @@ class Forwarder:
                 headers["x-flowork-user-id"] = principal.account.public_address
         return headers
 
+    @functools.cached_property
+    def secrets(self) -> tuple[bytes, ...]:
+        """Secrets the enabled auth schemes hold (the service key): never sent to an engine.
+        Read on first use: the schemes are collected after ``gateway_configure``."""
+        return tuple(secret for schemes in self.gateway.schemes.values()
+                     for scheme in schemes for secret in scheme.secrets() if secret)
+
     def _carries_secret(self, name: str, value: str) -> bool:
-        """True if a header (say, added by a hook) carries the gateway's service secret."""
-        if not self.secret or len(value) < len(self.secret):  # too short to carry it
-            return False
-        raw = _encode(value)
-        found = hmac.compare_digest(raw, self.secret)
-        for token in _SECRET_SPLIT.split(value):
-            found |= hmac.compare_digest(_encode(token), self.secret)
+        """True if a header (say, added by a hook) carries a secret of an auth scheme."""
+        found = False
+        for secret in self.secrets:
+            if len(value) < len(secret):  # too short to carry it
+                continue
+            found |= hmac.compare_digest(_encode(value), secret)
+            for token in _SECRET_SPLIT.split(value):
+                found |= hmac.compare_digest(_encode(token), secret)
         if found:
             log.warning("dropped header %s from a proxied request: it carried the gateway secret",
                         name)
