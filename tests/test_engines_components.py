@@ -1,4 +1,4 @@
-"""Engines plugin: the kill switch (disabled components) over HTTP and the CLI."""
+"""The killswitch plugin: disabled components over HTTP and the CLI."""
 
 from __future__ import annotations
 

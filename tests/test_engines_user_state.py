@@ -1,4 +1,4 @@
-"""Engines plugin: per-user GUI state (GET/PUT /user/state/{key})."""
+"""The user_state plugin: per-user GUI state (GET/PUT /user/state/{key})."""
 
 from __future__ import annotations
 
