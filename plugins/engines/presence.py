@@ -79,8 +79,8 @@ class Presence:
     from its ``FLOWORK_ENGINE_ONLINE_S`` at configure, and hands it out (:func:`.api.presence`),
     so that every plugin shows an engine's status the way engines does."""
 
-    def __init__(self, online_s: float = 120.0) -> None:
-        self.online_s = online_s
+    def __init__(self, online_s: float = 0.0) -> None:
+        self.online_s = online_s  # engines sets it at configure, before any request
 
     def engine_json(self, engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
         """The API.md engine shape ``{"id","name","status","last_seen"}``."""
