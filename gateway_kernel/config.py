@@ -214,8 +214,8 @@ def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
 
 
 #: The plugins ``FLOWORK_PLUGINS=bundled`` enables (the ones this distribution ships).
-BUNDLED = ("auth_crypto", "auth_internal", "engines", "sharing", "proxy", "ratelimit",
-           "realtime")
+BUNDLED = ("auth_crypto", "auth_internal", "engines", "killswitch", "user_state", "sharing",
+           "proxy", "ratelimit", "realtime")
 
 
 def expand_plugin_names(names: Iterable[str]) -> list[str]:

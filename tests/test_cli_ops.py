@@ -173,7 +173,8 @@ def test_a_setting_has_one_owner():
 # -- the command line ------------------------------------------------------------------------
 
 _HEAVY = ("falcon", "peewee", "eth_account", "eth_keys", "httpx", "waitress", "stevedore",
-          "gateway_kernel.app", "gateway_plugins.auth_crypto.plugin", "gateway_plugins.engines.plugin")
+          "gateway_kernel.app", "gateway_plugins.auth_crypto.plugin", "gateway_plugins.engines.plugin",
+          "gateway_plugins.killswitch.plugin")
 
 _IMPORTED_AFTER = """
 import json, sys

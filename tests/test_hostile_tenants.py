@@ -21,7 +21,7 @@ from procs import StubEngine
 
 from gateway_kernel import Account
 from gateway_plugins.auth_crypto.signing import Signer
-from gateway_plugins.engines import resources as engine_resources
+from gateway_plugins.engines.resources import owner as engine_resources
 
 API = "/api/v1"
 REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -1,10 +1,11 @@
-"""The engines plugin: engines and tokens, presence, claim flow, kill switch, user state.
+"""The engines plugin: engines and tokens, heartbeats and presence, the dashboard claim flow.
 
 It answers two hooks other plugins declare: ``flowork_engine_by_token`` (the
 engine-token scheme of auth_internal, ``auth_internal.hookspecs``) and ``flowork_resolve_engine``
 (the proxy, ``proxy.hookspecs``), and declares in its own ``hookspecs`` the ones it asks of
 whoever shares engines (``flowork_engine_guests`` / ``flowork_engine_guest_role`` /
-``flowork_engines_shared_with``), without knowing who that is.
+``flowork_engines_shared_with``), without knowing who that is. Plugins that require engines
+import only its public API, :mod:`gateway_plugins.engines.api`.
 """
 
 from __future__ import annotations
@@ -15,22 +16,16 @@ from gateway_kernel import Gateway, GatewayPlugin, Principal, Route, hookimpl, n
 from gateway_plugins.auth_internal.hookspecs import EngineIdentity
 from gateway_plugins.proxy.hookspecs import EngineTarget
 
-from . import components, presence, queries, tokens
-from .claims import ClaimToken, SelectForAuth
+from . import presence, queries, tokens
 from .hookspecs import EngineStatus
 from .models import MIGRATIONS, MODELS
+from .presence import Presence
 from .resolve import resolve_engine
-from .resources import (
-    EngineAuthInfo,
-    EngineItem,
-    EnginesCollection,
-    Heartbeat,
-    ResetToken,
-    UpdateName,
-)
+from .resources.claims import ClaimToken, SelectForAuth
+from .resources.engine import EngineAuthInfo, Heartbeat
+from .resources.owner import EngineItem, EnginesCollection, ResetToken, UpdateName
 from .settings import SETTINGS, EnginesConfig
 from .spec import openapi_part
-from .user_state import UserStateItem
 
 
 class EnginesPlugin(GatewayPlugin):
@@ -41,15 +36,18 @@ class EnginesPlugin(GatewayPlugin):
     # through auth_internal's X-API-Key scheme).
     requires = ("auth_internal",)
     settings = SETTINGS
-    description = "Engines, tokens, presence, claim flow, kill switch, user state"
+    description = "Engines and tokens, heartbeats and presence, the dashboard claim flow"
 
     def __init__(self) -> None:
         self.cfg: EnginesConfig | None = None
         self.policy: netpolicy.AddressPolicy | None = None
+        #: The online rule other plugins use (api.presence); its window is set at configure.
+        self.presence = Presence()
 
     @hookimpl
     def gateway_configure(self, gateway: Gateway) -> None:
         self.cfg = EnginesConfig.from_config(gateway.config)
+        self.presence.online_s = self.cfg.online_s
         # The one address policy (heartbeat, realtime registration, proxy guard) takes the
         # operator's allow-list from this plugin's setting.
         self.policy = netpolicy.for_gateway(gateway)
@@ -75,10 +73,6 @@ class EnginesPlugin(GatewayPlugin):
             Route("/engine/get-engine-auth-info", EngineAuthInfo(gateway), "engine"),
             Route("/engine/heartbeat", Heartbeat(gateway, cfg), "engine"),
             Route("/engine/claim-token", ClaimToken(gateway, cfg), "service"),
-            Route("/system/disabled-components", components.DisabledComponents(), "service"),
-            Route("/system/disabled-components/{component_id}",
-                  components.DisabledComponentItem(gateway), "service"),
-            Route("/user/state/{key}", UserStateItem(gateway, cfg.max_state_keys), "user"),
         ]
 
     @hookimpl
