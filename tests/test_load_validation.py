@@ -123,5 +123,5 @@ def test_plugins_command_lists_hooks_declared_hooks_tables_routes_settings(tmp_p
     assert "/api/v1/user/engines" in engines
     assert "  settings: FLOWORK_ENGINE_ONLINE_S" in engines
     auth_internal = out[out.index("auth_internal "):out.index("engines ")]
-    assert "declares: flowork_engine_by_token_digest" in auth_internal
+    assert "declares: flowork_engine_by_token" in auth_internal
     assert "tables:   -" in auth_internal and "settings: GATEWAY_SECRET_TOKEN" in auth_internal

@@ -21,7 +21,7 @@ import pytest
 from gateway_kernel import Account, create_gateway
 from gateway_kernel.db import MigrationRecord, migrate
 from gateway_kernel.testing import SERVICE_SECRET
-from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
+from gateway_plugins.engines.tokens import new_engine_token, token_digest
 
 ROWS_PER_TABLE = 3
 _NS = uuid.UUID("6f1c2a52-0000-4000-8000-0000000f10a7")

@@ -27,12 +27,12 @@ from gateway_kernel import Gateway, utcnow
 from gateway_kernel.db import run_transaction
 from gateway_kernel.errors import GatewayError, bad_request, conflict, not_found
 from gateway_kernel.http import parse_uuid, read_json_object, send_json
-from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
 from . import errors as codes
 from .models import Engine, EngineClaim
 from .resources import account_of
 from .settings import EnginesConfig
+from .tokens import new_engine_token, token_digest
 
 PURGE_AFTER = dt.timedelta(hours=1)
 

@@ -1,6 +1,6 @@
 """The engines plugin: engines and tokens, presence, claim flow, kill switch, user state.
 
-It answers two hooks other plugins declare: ``flowork_engine_by_token_digest`` (the
+It answers two hooks other plugins declare: ``flowork_engine_by_token`` (the
 engine-token scheme of auth_internal, ``auth_internal.hookspecs``) and ``flowork_resolve_engine``
 (the proxy, ``proxy.hookspecs``), and declares in its own ``hookspecs`` the ones it asks of
 whoever shares engines (``flowork_engine_guests`` / ``flowork_engine_guest_role`` /
@@ -15,7 +15,7 @@ from gateway_kernel import Gateway, GatewayPlugin, Principal, Route, hookimpl, n
 from gateway_plugins.auth_internal.hookspecs import EngineIdentity
 from gateway_plugins.proxy.hookspecs import EngineTarget
 
-from . import components, presence, queries
+from . import components, presence, queries, tokens
 from .claims import ClaimToken, SelectForAuth
 from .hookspecs import EngineStatus
 from .models import MIGRATIONS, MODELS
@@ -36,7 +36,9 @@ from .user_state import UserStateItem
 class EnginesPlugin(GatewayPlugin):
     name = "engines"
     version = "0.1.0"
-    # Engine tokens are minted with auth_internal's token format.
+    # Its engine routes authenticate through auth_internal's engine-token scheme, which asks
+    # this plugin through auth_internal's flowork_engine_by_token hook (and its service routes
+    # through auth_internal's X-API-Key scheme).
     requires = ("auth_internal",)
     settings = SETTINGS
     description = "Engines, tokens, presence, claim flow, kill switch, user state"
@@ -84,9 +86,12 @@ class EnginesPlugin(GatewayPlugin):
         return openapi_part()
 
     @hookimpl
-    def flowork_engine_by_token_digest(self, digest: str) -> EngineIdentity | None:
+    def flowork_engine_by_token(self, token: str) -> EngineIdentity | None:
+        # Format and CRC checksum first: a malformed or made-up token never reaches the database.
+        if not tokens.is_well_formed(token):
+            return None
         # One query on the unique index of token_digest: O(1) in the number of engines.
-        row = queries.engine_by_digest(digest)
+        row = queries.engine_by_digest(tokens.token_digest(token))
         return EngineIdentity(row[0], row[1]) if row else None
 
     @hookimpl(optionalhook=True)  # the proxy declares it; it may be disabled

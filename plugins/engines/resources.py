@@ -18,12 +18,12 @@ from gateway_kernel.db import is_postgres
 from gateway_kernel.errors import GatewayError, bad_request, limit_reached, not_found
 from gateway_kernel.http import parse_uuid, read_json_object, require_str, send_json
 from gateway_kernel.netpolicy import URLRefused, for_gateway
-from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
 from . import errors as codes
 from . import queries
 from .models import Engine, engine_json, engine_row_json
 from .settings import EnginesConfig
+from .tokens import new_engine_token, token_digest
 
 NAME_MAX = 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
