@@ -13,12 +13,15 @@ plugins through the hooks its :mod:`.hookspecs` declares.)
   ``{"id","name","status","last_seen"}``, and ``status_of(row)``, the :class:`EngineStatus`
   of a row that selects :data:`STATUS_COLUMNS` in that order.
 - :class:`EngineGuest`, :class:`EngineStatus`: the types of engines' hooks.
+- :data:`ENGINE_OFFLINE`: the code of "no online engine" (the proxy contract's), for answers
+  on other transports (realtime's socket errors).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .errors import ENGINE_OFFLINE
 from .hookspecs import EngineGuest, EngineStatus
 from .models import Engine
 from .presence import STATUS_COLUMNS, Presence
@@ -26,7 +29,8 @@ from .presence import STATUS_COLUMNS, Presence
 if TYPE_CHECKING:
     from gateway_kernel import Gateway
 
-__all__ = ["STATUS_COLUMNS", "Engine", "EngineGuest", "EngineStatus", "Presence", "presence"]
+__all__ = ["ENGINE_OFFLINE", "STATUS_COLUMNS", "Engine", "EngineGuest", "EngineStatus", "Presence",
+           "presence"]
 
 
 def presence(gateway: Gateway) -> Presence:

@@ -6,12 +6,13 @@ that build them (``raise errors.expired_token()``)."""
 from __future__ import annotations
 
 from gateway_kernel.errors import GatewayError, bad_request, not_found
+from gateway_plugins.proxy import hookspecs as proxy_hookspecs
 
 INVALID_ENGINE_TOKEN = "invalid_engine_token"  # 401: the engine behind a token is gone
 INVALID_ENGINE_URL = "invalid_engine_url"  # 400: a heartbeat URL the address policy refuses
 AUTHORIZATION_PENDING = "authorization_pending"  # 404: claim not approved yet
 EXPIRED_TOKEN = "expired_token"  # 404: claim expired or already claimed
-ENGINE_OFFLINE = "engine_offline"  # 503: no online engine to resolve
+ENGINE_OFFLINE = proxy_hookspecs.ENGINE_OFFLINE
 
 
 def invalid_engine_token() -> GatewayError:
@@ -31,7 +32,5 @@ def expired_token() -> GatewayError:
     return not_found("This request has expired or was already claimed", EXPIRED_TOKEN)
 
 
-def engine_offline(retry_after_s: int) -> GatewayError:
-    """503: no online engine; retry after one heartbeat interval."""
-    return GatewayError(503, ENGINE_OFFLINE, "No online engine is available",
-                        {"Retry-After": str(retry_after_s)})
+#: 503 when no online engine resolves: the proxy's contract defines the answer.
+engine_offline = proxy_hookspecs.engine_offline

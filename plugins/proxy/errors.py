@@ -12,8 +12,10 @@ from __future__ import annotations
 from gateway_kernel.errors import GatewayError, bad_request, not_found, unavailable
 from gateway_kernel.http import body_too_large
 
+from . import hookspecs
+
 # -- the proxy's own codes -------------------------------------------------------------------
-ENGINE_OFFLINE = "engine_offline"  # 503: no online engine for the caller
+ENGINE_OFFLINE = hookspecs.ENGINE_OFFLINE
 ENGINE_UNREACHABLE = "engine_unreachable"  # 502: refused, reset, unusable URL
 ENGINE_TIMEOUT = "engine_timeout"  # 504: no answer in time (or our own pool exhausted)
 ENGINE_UNAVAILABLE = "engine_unavailable"  # 503: short-circuited by the breaker
@@ -37,8 +39,8 @@ class UpstreamAborted(Exception):
 
 
 def engine_offline() -> GatewayError:
-    return unavailable(ENGINE_OFFLINE, "No online engine to handle this request",
-                       OFFLINE_RETRY_AFTER_S)
+    """No resolver named an online engine (the hook's own answer when it has none)."""
+    return hookspecs.engine_offline(OFFLINE_RETRY_AFTER_S)
 
 
 def engine_unreachable() -> GatewayError:

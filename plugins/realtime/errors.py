@@ -12,9 +12,11 @@ import falcon
 import socketio
 
 from gateway_kernel.errors import GatewayError, envelope_for
+from gateway_plugins.engines.api import ENGINE_OFFLINE as ENGINE_OFFLINE_CODE
 
 NOT_FOUND = "not_found"
-ENGINE_OFFLINE = "engine_offline"
+#: The same code as the REST answer (the proxy contract's, which engines raises).
+ENGINE_OFFLINE = ENGINE_OFFLINE_CODE
 INVALID_ENGINE_TOKEN = "invalid_engine_token"  # noqa: S105 - an error code
 NOT_AUTHENTICATED = "not_authenticated"
 AUTH_TIMEOUT = "auth_timeout"
