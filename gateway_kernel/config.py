@@ -32,6 +32,10 @@ class Setting:
     default and are never printed. An empty value (``NAME=``) means the default, unless
     ``allow_empty`` is False: settings whose default is the widest access (CORS ``*``, any
     network, any chain) refuse it, so that a blank never silently opens things up.
+
+    ``credential`` names the principal kind whose shared credential the setting holds (a
+    service secret: ``credential="service"``): the testing kit gives gateways it builds a
+    test value for it (``gateway_kernel.testing.SERVICE_SECRET``).
     """
 
     name: str
@@ -40,6 +44,7 @@ class Setting:
     help: str = ""
     secret: bool = False
     allow_empty: bool = True
+    credential: str | None = None
 
 
 # -- parsers ---------------------------------------------------------------------------------

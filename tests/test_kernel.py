@@ -410,6 +410,29 @@ def test_only_the_facade_users_import_the_gateway_module():
     assert importing == {"cli.py", "apidoc.py", "testing.py"}
 
 
+def test_service_credentials_follow_the_plugins_settings(make_gateway):
+    from gateway_kernel.testing import SERVICE_SECRET, credential_settings, service_headers_for
+
+    assert credential_settings("bundled") == ["GATEWAY_SECRET_TOKEN"]
+    assert credential_settings("auth_crypto,engines") == []
+    plugin = NotesPlugin()
+    plugin.settings = (*NotesPlugin.settings, Setting("NOTES_KEY", str, None, credential="service"))
+    gateway = make_gateway(plugins="auth_internal", extra_plugins=[plugin])
+    assert gateway.config["NOTES_KEY"] == gateway.config["GATEWAY_SECRET_TOKEN"] == SERVICE_SECRET
+    given = make_gateway(plugins="auth_internal", settings={"GATEWAY_SECRET_TOKEN": "y" * 32})
+    assert service_headers_for(given, "y" * 32) == {"X-API-Key": given.config["GATEWAY_SECRET_TOKEN"]}
+    assert service_headers_for(gateway) == {"X-API-Key": SERVICE_SECRET}
+    assert service_headers_for(make_gateway(plugins="none")) == {}
+
+
+def test_service_headers_are_those_of_the_tests_gateway(make_gateway, service_headers):
+    gateway = make_gateway(plugins="auth_crypto,auth_internal,engines")
+    assert dict(service_headers) == {"X-API-Key": gateway.config["GATEWAY_SECRET_TOKEN"]}
+    client = falcon.testing.TestClient(gateway)
+    r = client.simulate_get("/api/v1/system/disabled-components", headers=service_headers)
+    assert r.status_code == 200
+
+
 # -- lifecycle, middleware, CORS and veto hooks ----------------------------------------------------
 
 
