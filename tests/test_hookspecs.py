@@ -12,8 +12,8 @@ import kernel_plugins_hookspecs
 import pytest
 
 from gateway_kernel import GatewayPlugin, PluginError, hookimpl, hookspecs
-from gateway_kernel.app import plugin_hookspecs
-from gateway_kernel.config import BUNDLED
+from gateway_kernel.loader import plugin_hookspecs
+from gateway_plugins import BUNDLED
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ SETTINGS = (
     Setting("GATEWAY_SECRET_TOKEN", as_secret(32), None,
             "shared secret of internal services (X-API-Key), at least 32 characters; "
             "unset = service routes 503",
-            secret=True),
+            secret=True, credential="service"),
 )
 
 
