@@ -426,7 +426,7 @@ def test_service_credentials_follow_the_plugins_settings(make_gateway):
 
 
 def test_service_headers_are_those_of_the_tests_gateway(make_gateway, service_headers):
-    gateway = make_gateway(plugins="auth_crypto,auth_internal,engines")
+    gateway = make_gateway(plugins="auth_crypto,auth_internal,engines,killswitch")
     assert dict(service_headers) == {"X-API-Key": gateway.config["GATEWAY_SECRET_TOKEN"]}
     client = falcon.testing.TestClient(gateway)
     r = client.simulate_get("/api/v1/system/disabled-components", headers=service_headers)
