@@ -104,9 +104,8 @@ class Gateway:
         self.auth_throttle: AuthThrottle | None = build_throttle(
             config["FLOWORK_AUTH_FAIL_LIMIT"], config["FLOWORK_AUTH_FAIL_WINDOW_S"],
             config["FLOWORK_REDIS_URL"])
-        # Declared by the proxy plugin (a setting has one owner); without it, no proxy is
-        # trusted and the client is the TCP peer.
-        self.trusted_proxies = tuple(config.get("FLOWORK_TRUSTED_PROXIES") or ())
+        #: Peers whose forwarding headers name the client (none: the client is the TCP peer).
+        self.trusted_proxies = tuple(config["FLOWORK_TRUSTED_PROXIES"])
         self._closed = False
         #: The asyncio loop serving :attr:`asgi` (set before gateway_startup under ASGI).
         self.loop: asyncio.AbstractEventLoop | None = None

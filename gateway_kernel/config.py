@@ -369,9 +369,6 @@ class Config:
         except KeyError:
             raise KeyError(f"setting {name!r} was not declared by any enabled plugin") from None
 
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._values.get(name, default)
-
     def owner(self, name: str) -> str | None:
         return self._owners.get(name)
 

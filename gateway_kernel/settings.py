@@ -3,7 +3,16 @@
 
 from __future__ import annotations
 
-from .config import Setting, as_choice, as_int, as_list, as_origins, as_seconds, as_str
+from .config import (
+    Setting,
+    as_choice,
+    as_int,
+    as_list,
+    as_networks,
+    as_origins,
+    as_seconds,
+    as_str,
+)
 from .http import DEFAULT_MAX_BODY
 from .observe import LOG_FORMATS, LOG_LEVELS
 
@@ -25,6 +34,9 @@ KERNEL_SETTINGS = (
     Setting("FLOWORK_METRICS_ADDRESS", as_str, None,
             "host:port of a separate listener serving /metrics without auth (default: none; "
             "GET /metrics with the service key always works)"),
+    Setting("FLOWORK_TRUSTED_PROXIES", as_networks, (),
+            "peers (CIDRs) whose Forwarded/X-Forwarded-* headers are kept (the client address "
+            "of rate limits and the failed-auth throttle; the proxy forwards them)"),
     Setting("FLOWORK_AUTH_FAIL_LIMIT", as_int(0), 300,
             "failed authentications per client address and window before 429 (0: off)"),
     Setting("FLOWORK_AUTH_FAIL_WINDOW_S", as_seconds(1, 86400), 300.0,

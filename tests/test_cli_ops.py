@@ -252,7 +252,7 @@ def test_plugins_shows_each_plugins_settings(tmp_path):
     assert result.returncode == 0
     blocks = result.stdout.split("\n\n") if "\n\n" in result.stdout else [result.stdout]
     text = "".join(blocks)
-    assert "  settings: FLOWORK_PUBLIC_ENGINE_URL, FLOWORK_TRUSTED_PROXIES" in text
+    assert "  settings: FLOWORK_PUBLIC_ENGINE_URL, FLOWORK_PROXY_MAX_UPLOAD_BYTES" in text
     assert "  settings: GATEWAY_SECRET_TOKEN" in text
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway_kernel import ConfigError, Setting
-from gateway_kernel.config import Config, as_int, as_networks, as_optional_str, as_seconds
+from gateway_kernel.config import Config, as_int, as_optional_str, as_seconds
 
 from .urls import engine_base
 
@@ -16,8 +16,6 @@ MIB = 1024**2
 SETTINGS = (
     Setting("FLOWORK_PUBLIC_ENGINE_URL", as_optional_str, None,
             "the engine behind the public proxies (default: none, they answer 503)"),
-    Setting("FLOWORK_TRUSTED_PROXIES", as_networks, (),
-            "peers (CIDRs) whose Forwarded/X-Forwarded-* headers are kept"),
     Setting("FLOWORK_PROXY_MAX_UPLOAD_BYTES", as_int(0), GIB,
             "largest request body forwarded to an engine (serve admits bodies up to it)"),
     Setting("FLOWORK_PROXY_CONNECT_TIMEOUT_S", as_seconds(0.01, 300), 5.0,
