@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import falcon.testing
 import pytest
-from openapi_check import check
 
 from gateway_kernel.app import Gateway
 from gateway_kernel.testing import served_app
+from tests.support.openapi_check import check
 
 
 @pytest.fixture(autouse=True)
@@ -65,8 +65,8 @@ def pytest_configure(config):
 
 @pytest.fixture
 def upstream():
-    """A real loopback engine (tests/upstreams.py) for proxy tests."""
-    from upstreams import Upstream
+    """A real loopback engine (tests/support/upstreams.py) for proxy tests."""
+    from tests.support.upstreams import Upstream
 
     with Upstream() as server:
         yield server

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from procs import free_port, gateway_executable
 
 from gateway_kernel import Command, cli, hookimpl
 from gateway_kernel.config import Config, ConfigError, Setting, as_int, as_seconds
 from gateway_plugins.auth_crypto import cli as keycli
+from tests.support.procs import free_port, gateway_executable
 
 TIMEOUT_S = 120  # generous: the machine is shared with other test runs
 SECRET = "s3cret-" + "k" * 40

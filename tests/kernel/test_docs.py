@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
 
 
 def test_every_declared_setting_is_documented(make_gateway):
@@ -19,14 +19,14 @@ def test_readme_commands_exist():
                     "flowork-gateway keygen", "flowork-gateway call GET /auth/profile",
                     "bench/run.py"):
         assert command in README
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     assert (root / "scripts" / "setup").exists() and (root / "bench" / "run.py").exists()
 
 
 def test_the_api_reference_is_generated_from_the_current_openapi_document():
     from gateway_kernel.apidoc import reference_markdown
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     committed = (root / "docs" / "api-reference.md").read_text(encoding="utf-8")
     assert committed == reference_markdown(), (
         "docs/api-reference.md is out of date: run .venv/bin/python scripts/render_api_reference")
@@ -40,7 +40,7 @@ _WRITTEN_ELSEWHERE_THIS_ROUND = {"REALTIME.md"}
 def test_doc_links_stay_inside_the_repository():
     import re
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
         text = doc.read_text(encoding="utf-8")
         for target in re.findall(r"\]\(([^)#\s]+)", text) + re.findall(r"`(\.\./[^`]+)`", text):

@@ -8,14 +8,14 @@ import inspect
 from pathlib import Path
 from types import ModuleType
 
-import kernel_plugins_hookspecs
 import pytest
 
 from gateway_kernel import GatewayPlugin, PluginError, hookimpl, hookspecs
 from gateway_kernel.app import plugin_hookspecs
 from gateway_kernel.config import BUNDLED
+from tests.support import kernel_plugins_hookspecs
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _spec_modules() -> list[ModuleType]:
@@ -127,7 +127,7 @@ def test_hookspecs_found_by_package_convention():
 
     assert ProxyPlugin.hookspecs is None
     assert plugin_hookspecs(ProxyPlugin()) is proxy_specs
-    assert plugin_hookspecs(_Implements()) is None  # tests/ has no hookspecs module
+    assert plugin_hookspecs(_Implements()) is None  # tests.kernel has no hookspecs module
 
 
 class _AlsoDeclares(_Declares):

@@ -8,7 +8,11 @@ import sys
 
 import falcon.testing
 import pytest
-from kernel_plugins import (
+
+from gateway_kernel import ConfigError, Migration, PluginError, create_gateway, create_tables
+from gateway_kernel.app import BUNDLED
+from gateway_kernel.config import Config, Setting, as_int
+from tests.support.kernel_plugins import (
     ClashPlugin,
     MisspeltPlugin,
     NeedsMissingPlugin,
@@ -16,10 +20,6 @@ from kernel_plugins import (
     NotesPlugin,
     TwoSchemesPlugin,
 )
-
-from gateway_kernel import ConfigError, Migration, PluginError, create_gateway, create_tables
-from gateway_kernel.app import BUNDLED
-from gateway_kernel.config import Config, Setting, as_int
 
 
 def notes_gateway(make_gateway, **kwargs):
@@ -383,7 +383,7 @@ def test_module_has_no_global_plugin_manager():
 
 
 def test_lifecycle_middleware_cors_and_veto_hooks(make_gateway):
-    from kernel_plugins import LifecyclePlugin
+    from tests.support.kernel_plugins import LifecyclePlugin
 
     plugin = LifecyclePlugin()
     gateway = make_gateway(plugins="none", extra_plugins=[TwoSchemesPlugin(), NotesPlugin(auth="user"),

@@ -10,10 +10,10 @@ import threading
 import falcon
 import falcon.testing
 import pytest
-from kernel_plugins import NotesPlugin, TwoSchemesPlugin
 
 from gateway_kernel import GatewayPlugin, Route, Sink, hookimpl
 from gateway_kernel.http import body_stream, read_json, send_json
+from tests.support.kernel_plugins import NotesPlugin, TwoSchemesPlugin
 
 
 class EchoSocket:
@@ -209,9 +209,8 @@ def test_asgi_middleware_wraps_in_load_order_and_serves_websocket(make_gateway):
 
 
 def test_lifespan_starts_and_closes_a_gateway_it_started(make_gateway, gateway_database_url):
-    from kernel_plugins import LifecyclePlugin
-
     from gateway_kernel import create_gateway
+    from tests.support.kernel_plugins import LifecyclePlugin
 
     plugin = LifecyclePlugin()
     gateway = create_gateway(environ={}, settings={"FLOWORK_PLUGINS": "none",

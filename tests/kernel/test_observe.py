@@ -9,10 +9,10 @@ import time
 
 import httpx
 import pytest
-from procs import SERVICE_SECRET, GatewayProcess, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway_plugins.auth_crypto.signing import Signer
+from tests.support.procs import SERVICE_SECRET, GatewayProcess, free_port
 
 
 def wait_for(predicate, timeout: float = 10.0):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from procs import GatewayProcess
-from upstreams import Upstream
 
 from gateway_plugins.auth_crypto.signing import Signer
+from tests.support.procs import GatewayProcess
+from tests.support.upstreams import Upstream
 
 pytestmark = pytest.mark.no_openapi_check
 

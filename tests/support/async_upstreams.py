@@ -1,4 +1,4 @@
-"""An asyncio engine stand-in on 127.0.0.1 for the upstream client tests and its benchmark.
+"""An asyncio engine stand-in on 127.0.0.1 for the upstream client tests and the benchmarks.
 
 Unlike ``upstreams.Upstream`` (http.server, Content-Length bodies only) it reads chunked
 request bodies, hashing them as they arrive (no buffering), and records the peer port of each
@@ -20,8 +20,8 @@ request (to see connection reuse). Routes (below ``/api/v1``):
   (lingering: input is drained until the client goes)
 - anything else: 200 JSON echo of method, target, headers, body length and SHA-256
 
-Run alone (``python tests/async_upstreams.py``) it prints its port and serves until killed
-(the benchmark runs it in a second process).
+Run alone (``python -m tests.support.async_upstreams`` from the repository root) it prints its
+port and serves until killed (the benchmark runs it in a second process).
 """
 
 from __future__ import annotations
@@ -33,13 +33,11 @@ import ssl
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httptools
 
-sys.path.insert(0, str(Path(__file__).parent))
-from upstreams import GZIP_BODY, pattern_bytes
+from tests.support.upstreams import GZIP_BODY, pattern_bytes
 
 SMALL = b'{"ok":true}'
 

@@ -1,4 +1,4 @@
-"""A hook a test plugin declares (tests/test_hookspecs.py)."""
+"""A hook a test plugin declares (tests/kernel/test_hookspecs.py)."""
 
 from __future__ import annotations
 

@@ -1,33 +1,34 @@
-"""Real ``flowork-gateway serve`` processes for multi-instance, fault and soak runs.
+"""Server processes on loopback, for tests and bench/ alike: one helper for all of them.
 
     with GatewayProcess.start({"DATABASE_URL": url}, log_dir=tmp_path) as gw:
         httpx.get(gw.url("/system/health"))
 
-Each process gets a free port on 127.0.0.1, the environment given (gateway settings from the
-caller's environment are removed first, so a developer's shell cannot change a test), its own
-log file, and is stopped (terminate, then kill) when the block ends. Also a loopback stub
-engine that records the requests it receives (for proxy tests).
+``GatewayProcess.start`` runs ``flowork-gateway serve`` and waits until its health check
+answers (healthy or not); ``ServerProcess`` is any server that takes ``--host``/``--port`` (the
+benchmark's gateways, baselines and stub engine), started without waiting so that several can
+come up at once. Each gets a free port on 127.0.0.1, the environment given (gateway settings
+from the caller's environment are removed first, so a developer's shell cannot change a test
+or a measurement), its own log file in ``log_dir`` (also its working directory), and is
+stopped (terminate, then kill) by ``stop()`` or when its ``with`` block ends.
+The stub engine is ``tests.support.stub_engine``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import httpx
 
 API = "/api/v1"
 SERVICE_SECRET = "procs-service-secret-" + "y" * 16
-_GATEWAY_ENV_PREFIXES = ("FLOWORK_", "DATABASE_URL", "GATEWAY_SECRET_TOKEN")
+#: Removed from the caller's environment before a server starts.
+GATEWAY_ENV_PREFIXES = ("FLOWORK_", "DATABASE_URL", "GATEWAY_SECRET_TOKEN", "ECC_BACKEND_CLASS")
 
 
 def free_port() -> int:
@@ -43,48 +44,63 @@ def gateway_executable() -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def clean_environment(settings: Mapping[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_GATEWAY_ENV_PREFIXES)}
-    env["GATEWAY_SECRET_TOKEN"] = SERVICE_SECRET
+def gateway_argv(threads: int | None = None, server: str | None = None) -> list[str]:
+    """``flowork-gateway serve`` (with serve's own defaults where ``threads`` or ``server`` is
+    None); ``--host``/``--port`` are added by :class:`ServerProcess`."""
+    return [gateway_executable(), "serve", *(["--threads", str(threads)] if threads else []),
+            *(["--server", server] if server else [])]
+
+
+def clean_environment(settings: Mapping[str, str],
+                      secret: str | None = SERVICE_SECRET) -> dict[str, str]:
+    """This process's environment without gateway settings, plus ``GATEWAY_SECRET_TOKEN`` =
+    ``secret`` (unless None) and ``settings`` (which win)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(GATEWAY_ENV_PREFIXES)}
+    if secret is not None:
+        env["GATEWAY_SECRET_TOKEN"] = secret
+    env["PYTHONUNBUFFERED"] = "1"
     env.update({k: str(v) for k, v in settings.items()})
-    env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
 
-@dataclass
-class GatewayProcess:
-    """One ``flowork-gateway serve`` subprocess."""
+def rss_kib(pid: int) -> int | None:
+    """Resident memory of process ``pid`` (Linux /proc), or None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
-    port: int
-    proc: subprocess.Popen
-    log_path: Path
-    _log_handle: object = field(repr=False, default=None)
 
-    @classmethod
-    def start(cls, settings: Mapping[str, str], log_dir: Path, threads: int = 4,
-              port: int | None = None, wait: float = 60.0,
-              server: str | None = None) -> GatewayProcess:
-        """Start a server and wait until its health check answers (healthy or not).
+class ServerProcess:
+    """One server subprocess on 127.0.0.1, started at once (not waited for: ``wait_up``).
 
-        ``server``: "uvicorn" or "waitress"; default: FLOWORK_TEST_SERVER, else serve's own."""
-        port = port or free_port()
-        server = server or os.environ.get("FLOWORK_TEST_SERVER") or None
+    ``--host 127.0.0.1 --port <port>`` are appended to ``argv`` (unless ``listen_args`` is
+    false: then ``argv`` names ``port`` itself); output goes to ``<log_dir>/<name>.log``
+    (appended: a server restarted under the same name keeps one log). It is up once a GET of
+    ``health`` answers one of ``up_statuses``."""
+
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], log_dir: Path, *,
+                 name: str | None = None, port: int | None = None,
+                 health: str = API + "/system/health", up_statuses: Collection[int] = (200,),
+                 listen_args: bool = True) -> None:
+        self.port = port or free_port()
+        self.name = name or f"server-{self.port}"
+        self.health = health
+        self.up_statuses = tuple(up_statuses)
         log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = log_dir / f"gateway-{port}.log"
-        handle = open(log_path, "ab")  # closed in stop()
-        proc = subprocess.Popen(
-            [gateway_executable(), "serve", "--host", "127.0.0.1", "--port", str(port),
-             "--threads", str(threads), *(["--server", server] if server else [])],
-            env=clean_environment(settings), stdout=handle, stderr=subprocess.STDOUT,
-            cwd=log_dir,
-        )
-        gateway = cls(port=port, proc=proc, log_path=log_path, _log_handle=handle)
+        self.log_path = log_dir / f"{self.name}.log"
+        self._log = open(self.log_path, "ab")  # closed in stop()
+        address = ["--host", "127.0.0.1", "--port", str(self.port)] if listen_args else []
         try:
-            gateway.wait_up(wait)
+            self.proc = subprocess.Popen([*argv, *address], env=dict(env), stdout=self._log,
+                                         stderr=subprocess.STDOUT, cwd=log_dir)
         except BaseException:
-            gateway.stop()
+            self._log.close()
             raise
-        return gateway
 
     @property
     def base(self) -> str:
@@ -94,19 +110,20 @@ class GatewayProcess:
         """Absolute URL of an API path (``/auth/profile`` → http://…/api/v1/auth/profile)."""
         return self.base + API + path
 
-    def wait_up(self, timeout: float) -> None:
+    def wait_up(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n"
+                                   f"{self.log_tail()}")
             try:
-                r = httpx.get(self.url("/system/health"), timeout=2)
-                if r.status_code in (200, 503):
+                if httpx.get(self.base + self.health, timeout=2).status_code in self.up_statuses:
                     return
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not come up in {timeout} s:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} did not come up in {timeout} s:\n"
+                                   f"{self.log_tail()}")
             time.sleep(0.1)
 
     def stop(self) -> None:
@@ -117,9 +134,7 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        if self._log_handle is not None:
-            self._log_handle.close()  # type: ignore[attr-defined]
-            self._log_handle = None
+        self._log.close()
 
     def log_text(self) -> str:
         try:
@@ -132,105 +147,37 @@ class GatewayProcess:
 
     def rss_kib(self) -> int | None:
         """Resident memory of the server process (Linux /proc), or None elsewhere."""
-        try:
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        except OSError:
-            return None
-        return None
+        return rss_kib(self.proc.pid)
 
-    def __enter__(self) -> GatewayProcess:
+    def __enter__(self) -> ServerProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-# -- a loopback stub engine --------------------------------------------------------------------
+class GatewayProcess(ServerProcess):
+    """One ``flowork-gateway serve`` subprocess (see :meth:`start`)."""
 
+    @classmethod
+    def start(cls, settings: Mapping[str, str], log_dir: Path, threads: int | None = 4,
+              port: int | None = None, wait: float = 60.0,
+              server: str | None = None) -> GatewayProcess:
+        """Start a server and wait until its health check answers (healthy or not).
 
-@dataclass
-class Recorded:
-    method: str
-    path: str  # the raw request target, exactly as received
-    headers: dict[str, str]
-    body: bytes
+        ``threads``: None for serve's default; ``server``: "uvicorn" or "waitress"; default:
+        FLOWORK_TEST_SERVER, else serve's own. The secret is ``SERVICE_SECRET`` unless
+        ``settings`` name another."""
+        port = port or free_port()
+        server = server or os.environ.get("FLOWORK_TEST_SERVER") or None
+        gateway = cls(gateway_argv(threads, server), clean_environment(settings), log_dir,
+                      name=f"gateway-{port}", port=port, up_statuses=(200, 503))
+        try:
+            gateway.wait_up(wait)
+        except BaseException:
+            gateway.stop()
+            raise
+        return gateway
 
-
-def _big_size(path: str) -> int | None:
-    parts = path.split("?", 1)[0].rstrip("/").split("/")
-    if len(parts) >= 2 and parts[-2] == "big" and parts[-1].isdigit():
-        return int(parts[-1])
-    return None
-
-
-class StubEngine:
-    """A tiny HTTP server on 127.0.0.1 that records every request and answers JSON.
-
-    It answers ``{"engine": "stub", "path": <raw target>}`` with status 200 to everything,
-    except ``…/big/<n>``: ``n`` bytes of zeros (a large download).
-    """
-
-    def __init__(self) -> None:
-        self.requests: list[Recorded] = []
-        self._lock = threading.Lock()
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body are separate writes
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                with stub._lock:
-                    stub.requests.append(Recorded(self.command, self.path,
-                                                  {k.lower(): v for k, v in self.headers.items()},
-                                                  body))
-                size = _big_size(self.path)
-                if size is not None:  # /…/big/<bytes>: a large download, streamed
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/octet-stream")
-                    self.send_header("Content-Length", str(size))
-                    self.end_headers()
-                    chunk = b"\0" * 65536
-                    try:
-                        for start in range(0, size, len(chunk)):
-                            self.wfile.write(chunk[: size - start])
-                    except OSError:  # the gateway gave up on this download
-                        pass
-                    return
-                data = json.dumps({"engine": "stub", "path": self.path}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
-
-            def log_message(self, format: str, *args: object) -> None:  # quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def paths(self) -> list[str]:
-        with self._lock:
-            return [r.path for r in self.requests]
-
-    def __enter__(self) -> StubEngine:
-        self._thread.start()
+    def __enter__(self) -> GatewayProcess:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()

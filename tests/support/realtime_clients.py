@@ -148,7 +148,7 @@ def socket_headers(signer: Signer, timestamp: int | None = None) -> dict[str, st
 def start_gateway(settings: dict[str, str], log_dir: Any, wait: float = 60.0) -> Any:
     """A real ``flowork-gateway serve`` process on uvicorn (Socket.IO needs a server that
     upgrades connections, whatever FLOWORK_TEST_SERVER says for the rest of the suite)."""
-    from procs import GatewayProcess
+    from tests.support.procs import GatewayProcess
 
     return GatewayProcess.start(settings, log_dir, wait=wait, server="uvicorn")
 

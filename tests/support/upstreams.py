@@ -40,6 +40,7 @@ from gateway_kernel import GatewayPlugin, hookimpl
 from gateway_kernel.errors import GatewayError, not_found, unavailable
 from gateway_plugins.proxy.forward import UpstreamAborted as UpstreamAborted  # for the tests
 from gateway_plugins.proxy.hookspecs import EngineTarget
+from tests.support.procs import free_port
 
 GZIP_BODY = gzip.compress(json.dumps({"compressed": True, "pad": "x" * 2000}).encode(), mtime=0)
 CHUNK = 64 * 1024
@@ -353,10 +354,7 @@ class Upstream:
 
 def refused_url() -> str:
     """A loopback URL where nothing listens (connections are refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 class WaitressServer:
@@ -402,9 +400,7 @@ class UvicornServer:
     def __init__(self, app: object) -> None:
         import uvicorn
 
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         # proxy_headers off: trust in X-Forwarded-* is the proxy plugin's decision (as in serve)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, lifespan="on", proxy_headers=False,
                                 log_level="warning", access_log=False)

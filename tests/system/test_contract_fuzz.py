@@ -82,7 +82,7 @@ def test_every_operation_survives_generated_requests(fuzz_target):
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", gateway)
     failures: list[str] = []
     # /metrics is served at the root (its path item names its own server), which
-    # schemathesis does not follow; tests/test_observe.py covers it against a real server.
+    # schemathesis does not follow; tests/kernel/test_observe.py covers it against a real server.
     operations = [result.ok() for result in schema.get_all_operations()
                   if result.ok().path != "/metrics"]
     assert len(operations) > 30

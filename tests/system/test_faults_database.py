@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from pgprivate import PrivatePostgres, find_pg_bin
-from procs import GatewayProcess
 
 from gateway_kernel.testing import postgres_admin_url
 from gateway_plugins.auth_crypto.signing import Signer
+from tests.support.pgprivate import PrivatePostgres, find_pg_bin
+from tests.support.procs import GatewayProcess
 
 pytestmark = pytest.mark.postgres
 POOL_SIZE = 4

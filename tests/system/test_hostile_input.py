@@ -26,11 +26,11 @@ import falcon.testing
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from procs import StubEngine
 
 from gateway_kernel.app import API_PREFIX
 from gateway_kernel.testing import SERVICE_SECRET
 from gateway_plugins.auth_crypto.signing import Signer
+from tests.support.stub_engine import StubEngine
 
 EXAMPLES = int(os.environ.get("FLOWORK_HOSTILE_EXAMPLES", "300"))
 MAX_BODY = 64 * 1024  # FLOWORK_MAX_BODY_BYTES for this suite: small, so 413 is cheap to reach

@@ -24,9 +24,10 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from procs import GatewayProcess, StubEngine
 
 from gateway_plugins.auth_crypto.signing import Signer
+from tests.support.procs import GatewayProcess
+from tests.support.stub_engine import StubEngine
 
 EXAMPLES = int(os.environ.get("FLOWORK_HOSTILE_EXAMPLES", "300")) // 2
 API = "/api/v1"

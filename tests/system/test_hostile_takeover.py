@@ -12,7 +12,9 @@ import time
 
 import httpx
 import pytest
-from procs import GatewayProcess, StubEngine
+
+from tests.support.procs import GatewayProcess
+from tests.support.stub_engine import StubEngine
 
 SIGNATURE_HEADERS = ("x-user-address", "x-signature", "x-signed-message")
 

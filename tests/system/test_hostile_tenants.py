@@ -16,12 +16,12 @@ from collections.abc import Iterator
 
 import falcon.testing
 import pytest
-from concurrency import race
-from procs import StubEngine
 
 from gateway_kernel import Account
 from gateway_plugins.auth_crypto.signing import Signer
 from gateway_plugins.engines import resources as engine_resources
+from tests.support.concurrency import race
+from tests.support.stub_engine import StubEngine
 
 API = "/api/v1"
 REDIS_URL = "redis://127.0.0.1:6379/0"

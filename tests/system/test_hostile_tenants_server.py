@@ -16,10 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from procs import GatewayProcess, StubEngine
-from test_hostile_server import raw_request, request_bytes
 
 from gateway_plugins.auth_crypto.signing import Signer
+from tests.support.procs import GatewayProcess
+from tests.support.stub_engine import StubEngine
+from tests.system.test_hostile_server import raw_request, request_bytes
 
 FAIL_LIMIT = 60
 

@@ -6,10 +6,10 @@ import falcon.testing
 import httpx
 import peewee
 import pytest
-from upstreams import ENGINE_A, Resolver, Upstream
 
 from gateway_kernel import GatewayError
 from gateway_plugins.proxy import forward
+from tests.support.upstreams import ENGINE_A, Resolver, Upstream
 
 API = "/api/v1"
 

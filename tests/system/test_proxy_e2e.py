@@ -8,7 +8,8 @@ import hashlib
 
 import httpx
 import pytest
-from upstreams import Upstream, pattern_sha256, serve_app
+
+from tests.support.upstreams import Upstream, pattern_sha256, serve_app
 
 SERVERS = ["uvicorn", "waitress"]
 
@@ -118,7 +119,7 @@ def test_connection_named_headers_stripped_both_ways(served, upstream):
 
 
 def test_gzip_byte_identical(served):
-    from upstreams import GZIP_BODY
+    from tests.support.upstreams import GZIP_BODY
 
     base, auth = served
     with httpx.Client(timeout=30) as http, http.stream(

@@ -17,11 +17,11 @@ from functools import partial
 
 import falcon.testing
 import pytest
-from concurrency import race
 
 from gateway_kernel import Account
 from gateway_plugins.engines.models import Engine
 from gateway_plugins.sharing.models import EngineShare
+from tests.support.concurrency import race
 
 API = "/api/v1"
 ROUNDS = 4

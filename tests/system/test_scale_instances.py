@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from procs import SERVICE_SECRET, GatewayProcess, StubEngine
 
 from gateway_kernel.testing import create_postgres_database, postgres_admin_url
 from gateway_plugins.auth_crypto.signing import Signer
+from tests.support.procs import SERVICE_SECRET, GatewayProcess
+from tests.support.stub_engine import StubEngine
 
 pytestmark = pytest.mark.postgres
 REVOCATION_BOUND_S = 5.0  # API.md: a logout is refused "on every instance within 5 s"

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import falcon.testing
 import pytest
-from upstreams import (
+
+from tests.support.upstreams import (
     ENGINE_A,
     ENGINE_B,
     FlakyServer,

@@ -6,7 +6,9 @@ import hashlib
 
 import falcon.testing
 import pytest
-from upstreams import (
+
+from gateway_kernel.testing import SERVICE_SECRET
+from tests.support.upstreams import (
     ENGINE_A,
     ENGINE_B,
     GZIP_BODY,
@@ -14,8 +16,6 @@ from upstreams import (
     Resolver,
     pattern_sha256,
 )
-
-from gateway_kernel.testing import SERVICE_SECRET
 
 API = "/api/v1"
 PLUGINS = "auth_crypto,auth_internal,proxy"

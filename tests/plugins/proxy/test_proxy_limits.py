@@ -8,10 +8,10 @@ import socket
 import falcon.testing
 import httpx
 import pytest
-from procs import GatewayProcess
-from upstreams import ENGINE_A, ENGINE_B, Resolver
 
 from gateway_kernel import netpolicy
+from tests.support.procs import GatewayProcess
+from tests.support.upstreams import ENGINE_A, ENGINE_B, Resolver
 
 API = "/api/v1"
 PLUGINS = "auth_crypto,auth_internal,proxy"
@@ -218,7 +218,7 @@ def test_engine_busy_under_a_real_server_and_places_freed_when_clients_leave(
     the engine sending another byte)."""
     import time
 
-    from upstreams import serve_app
+    from tests.support.upstreams import serve_app
 
     gateway, _ = build({ENGINE_A: upstream.url}, {"FLOWORK_PROXY_MAX_PER_ENGINE": "2"})
     limits = gateway.plugins["proxy"].forwarder.limits
@@ -254,7 +254,7 @@ def test_client_giving_up_before_the_answer_frees_its_place_at_once(build, upstr
     exchange: its place comes back without waiting for the engine or a timeout."""
     import time
 
-    from upstreams import serve_app
+    from tests.support.upstreams import serve_app
 
     gateway, _ = build({ENGINE_A: upstream.url}, {"FLOWORK_PROXY_MAX_PER_ENGINE": "1"})
     limits = gateway.plugins["proxy"].forwarder.limits

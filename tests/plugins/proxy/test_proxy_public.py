@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import falcon.testing
 import pytest
-from upstreams import ENGINE_A, Resolver, refused_url
 
 from gateway_kernel import ConfigError
+from tests.support.upstreams import ENGINE_A, Resolver, refused_url
 
 API = "/api/v1"
 

@@ -13,8 +13,6 @@ from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import pytest
-from async_upstreams import SMALL, AsyncEngine
-from upstreams import GZIP_BODY, Upstream, pattern_sha256, refused_url
 
 from gateway_kernel.netpolicy import AddressPolicy
 from gateway_plugins.proxy.upstream import (
@@ -25,6 +23,8 @@ from gateway_plugins.proxy.upstream import (
     UpstreamResponse,
     UpstreamTimeout,
 )
+from tests.support.async_upstreams import SMALL, AsyncEngine
+from tests.support.upstreams import GZIP_BODY, Upstream, pattern_sha256, refused_url
 
 MIB = 1024 * 1024
 T = Timeouts(connect_s=5, read_s=10, headers_s=10, max_duration_s=30)

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from procs import SERVICE_SECRET, StubEngine
-from realtime_clients import EnginePeer, GuiPeer, new_engine, run, start_gateway
 
 from gateway_plugins.auth_crypto.signing import Signer
+from tests.support.procs import SERVICE_SECRET
+from tests.support.realtime_clients import EnginePeer, GuiPeer, new_engine, run, start_gateway
+from tests.support.stub_engine import StubEngine
 
 AUTH_TIMEOUT_S = 2
 
@@ -361,7 +362,7 @@ def test_oversized_and_deeply_nested_payloads_never_hurt_the_server(gw):
 
 
 def test_under_waitress_the_gateway_says_realtime_is_unavailable(tmp_path):
-    from procs import GatewayProcess
+    from tests.support.procs import GatewayProcess
 
     gateway = GatewayProcess.start({"DATABASE_URL": f"sqlite:///{tmp_path}/w.db"}, tmp_path,
                                    server="waitress")

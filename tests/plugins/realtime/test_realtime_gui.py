@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from realtime_clients import EnginePeer, GuiPeer, new_engine, run, socket_headers, start_gateway
 
 from gateway_plugins.auth_crypto.signing import Signer, socket_message
+from tests.support.realtime_clients import EnginePeer, GuiPeer, new_engine, run, socket_headers, start_gateway
 
 
 @pytest.fixture(scope="module")
@@ -345,8 +345,9 @@ def test_cors_origins_are_those_of_rest(tmp_path):
 
 
 def test_open_connections_are_in_the_metrics_by_namespace(gw):
-    from procs import SERVICE_SECRET
     from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.support.procs import SERVICE_SECRET
 
     def gauge() -> dict[str, float]:
         text = httpx.get(gw.base + "/metrics", headers={"X-API-Key": SERVICE_SECRET}).text

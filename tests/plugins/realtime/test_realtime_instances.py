@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from procs import StubEngine
-from realtime_clients import EnginePeer, GuiPeer, start_gateway
 
 from gateway_kernel.testing import create_postgres_database, postgres_admin_url
 from gateway_plugins.auth_crypto.signing import Signer
+from tests.support.realtime_clients import EnginePeer, GuiPeer, start_gateway
+from tests.support.stub_engine import StubEngine
 
 pytestmark = pytest.mark.postgres
 LEASE_S = 3
