@@ -31,7 +31,7 @@ def patch_auth_crypto() -> str:
     from eth_keys.datatypes import Signature
     from eth_keys.exceptions import BadSignature, ValidationError
 
-    from gateway_plugins.auth_crypto import plugin, verify
+    from gateway_plugins.auth_crypto import scheme, verify
 
     backend = get_backend(os.environ["ECC_BACKEND_CLASS"])
 
@@ -43,10 +43,10 @@ def patch_auth_crypto() -> str:
             raise verify.InvalidSignature("signature does not recover to a public key") from exc
         return public_key.to_canonical_address()
 
-    for module, name in ((plugin, "recover_address"), (verify, "recover_address")):
+    for module, name in ((scheme, "recover_address"), (verify, "recover_address")):
         if not hasattr(module, name):
             raise SystemExit(f"original_design: {module.__name__}.{name} is gone; update bench")
-    plugin.recover_address = recover_address
+    scheme.recover_address = recover_address
     verify.recover_address = recover_address
     return type(backend).__name__
 

@@ -170,8 +170,8 @@ def add_filler_engines(database_url: str, count: int) -> None:
     """Insert ``count`` engines of one filler user straight into a gateway's database (the
     10,000-engine row; through the API this would take minutes)."""
     from gateway_kernel import create_gateway
-    from gateway_plugins.auth_internal.tokens import token_digest
     from gateway_plugins.engines.models import Engine
+    from gateway_plugins.engines.tokens import token_digest
 
     gateway = create_gateway(environ={"DATABASE_URL": database_url, "FLOWORK_PLUGINS": "bundled"})
     token = gateway.activate()

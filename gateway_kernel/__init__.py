@@ -6,7 +6,7 @@ _EXPORTS = {
     "Account": "accounts",
     "AuthScheme": "api", "Command": "api", "GatewayPlugin": "api", "Principal": "api",
     "Route": "api", "Sink": "api", "hookimpl": "api",
-    "API_PREFIX": "app", "BUNDLED": "config", "Gateway": "app", "PluginError": "app",
+    "API_PREFIX": "api", "Gateway": "app", "PluginError": "loader",
     "create_gateway": "app",
     "ConfigError": "config", "Setting": "config",
     "BaseModel": "db", "Migration": "db", "Param": "db", "Prepared": "db", "create_tables": "db",
@@ -16,7 +16,6 @@ _EXPORTS = {
 
 __all__ = [
     "API_PREFIX",
-    "BUNDLED",
     "Account",
     "AuthScheme",
     "BaseModel",

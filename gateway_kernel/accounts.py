@@ -11,7 +11,7 @@ from typing import Any
 
 import peewee
 
-from .db import BaseModel, Migration, create_tables, utcnow
+from .db import BaseModel, Migration, create_tables, is_postgres, utcnow
 
 
 class Account(BaseModel):
@@ -55,3 +55,11 @@ def find_by_username(username: str) -> Account | None:
         .order_by(Account.id)
         .first()
     )
+
+
+def lock_account(db: peewee.Database, account_id: int) -> None:
+    """Serialise this account's writes until the transaction ends, so that a count taken next
+    is exact (per-user limits): a row lock on PostgreSQL; SQLite's IMMEDIATE transaction
+    already holds the database's write lock. Call inside ``db.atomic()``."""
+    if is_postgres(db):
+        Account.select(Account.id).where(Account.id == account_id).for_update().execute()

@@ -29,6 +29,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 PRINCIPAL_KINDS: tuple[str, ...] = ("public", "user", "engine", "service")
 
+#: Where every route and sink path is served below (``Route("/hello")`` → ``/api/v1/hello``).
+API_PREFIX = "/api/v1"
+#: The name the kernel files its own routes, tables, migrations and settings under (and its
+#: built-in plugin, ``gateway_kernel.system``); no plugin may take it.
+KERNEL = "kernel"
+
 
 class GatewayPlugin:
     """Base class of every plugin. Subclasses set the class attributes below."""
@@ -126,7 +132,7 @@ class Route:
     """A Falcon resource at ``path`` (relative to the API prefix, a Falcon URI template).
 
     ``auth`` is the principal kind every method needs, or a mapping method → kind with an
-    optional ``"*"`` default. Each route needs its own resource instance.
+    optional ``"*"`` default. One resource object may serve several routes.
 
     Responders (``on_get`` …) are synchronous; under the ASGI server they run in the kernel's
     pool. A resource may add ``async def on_<method>_async(req, resp, **params)``, awaited on
@@ -142,8 +148,6 @@ class Route:
 
     @property
     def full_path(self) -> str:
-        from .app import API_PREFIX
-
         return API_PREFIX + self.path if self.prefixed else self.path
 
     def auth_for(self, method: str) -> str:

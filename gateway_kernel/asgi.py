@@ -1,7 +1,8 @@
 """The gateway as a native ASGI application (``falcon.asgi.App``) over the same plugins.
 
 Plugin code stays synchronous (peewee). What the kernel can answer without a database runs on
-the event loop (request id, CORS, preflights, a fresh health answer); everything else runs in
+the event loop (request id, CORS, preflights; a route's own ``on_<method>_async`` responders,
+such as a fresh health answer); everything else runs in
 the kernel's bounded thread pool through :meth:`Gateway.run_sync`:
 
 - a request without a body: one hop (authenticate, then the responder);
@@ -26,12 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import falcon
 import falcon.asgi
-import peewee
 
-from .db import DATABASE_DOWN_ERRORS
-from .errors import GatewayError, handle_unexpected, serialize_error
+from .api import API_PREFIX
+from .errors import GatewayError, handle_unexpected
 from .http import body_too_large
+from .middleware import database_down, install_error_handlers
 from .observe import set_route, sink_route
+from .routing import sink_pattern
 
 if TYPE_CHECKING:
     from .api import Route, Sink
@@ -283,33 +285,6 @@ class _AsyncResource:
                     else _route_responder(gateway, responder, kind, owner))
 
 
-class _AsyncHealth:
-    """GET/HEAD /system/health: a fresh cached answer on the loop; the pool only for SELECT 1."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.health = gateway.health
-
-    async def on_get(self, req: falcon.asgi.Request, resp: falcon.asgi.Response) -> None:
-        health = self.health
-        if self.gateway._admit is not None:  # e.g. rate limits: they may refuse health too
-            await self.gateway.run_sync(self.gateway.admit, req, resp, "kernel")
-        resp.content_type = falcon.MEDIA_JSON
-        if health.fresh():
-            resp.data = health.HEALTHY
-            return
-        try:
-            await self.gateway.probe_database()
-        except (*DATABASE_DOWN_ERRORS, peewee.DatabaseError):
-            health.healthy_until = 0.0
-            resp.status = falcon.HTTP_503
-            resp.data = health.UNHEALTHY
-            return
-        resp.data = health.HEALTHY
-
-    on_head = on_get
-
-
 def _sink_responder(gateway: Gateway, sink: Sink, owner: str) -> Callable:
     handler = sink.handler
     async_handler = sink.async_handler
@@ -317,8 +292,6 @@ def _sink_responder(gateway: Gateway, sink: Sink, owner: str) -> Callable:
     silence_s = gateway.config["FLOWORK_SERVER_IDLE_TIMEOUT_S"]
 
     prepare = sink.prepare
-    from .app import API_PREFIX
-
     route = sink_route((API_PREFIX + sink.prefix).rstrip("/"))
 
     def authenticate(req: Any, resp: Any) -> None:
@@ -404,7 +377,7 @@ class _KernelMiddleware:
                                resource: object, req_succeeded: bool) -> None:
         set_route(req)
         if getattr(req.context, "db_broken", False):
-            self.gateway.health.healthy_until = 0.0
+            self.gateway.health.mark_down()
 
 
 _MIDDLEWARE_METHODS = ("process_request", "process_resource", "process_response")
@@ -428,9 +401,7 @@ def _pooled_middleware(gateway: Gateway, component: object) -> object:
 
 
 async def _database_down(req: Any, resp: Any, ex: Exception, params: Any, ws: Any = None) -> None:
-    from .app import _database_down as handle
-
-    handle(req, resp, ex, params)
+    database_down(req, resp, ex, params)
 
 
 async def _unexpected(req: Any, resp: Any, ex: Exception, params: Any, ws: Any = None) -> None:
@@ -443,18 +414,11 @@ def build_asgi_app(gateway: Gateway, sync_middleware: Any,
     middleware: list[object] = [_KernelMiddleware(gateway, sync_middleware)]
     middleware += [_pooled_middleware(gateway, m) for m in plugin_middleware]
     app = falcon.asgi.App(middleware=middleware)
-    app.req_options.auto_parse_form_urlencoded = False
-    app.set_error_serializer(serialize_error)
-    app.add_error_handler(Exception, _unexpected)
-    app.add_error_handler(DATABASE_DOWN_ERRORS, _database_down)
-    from .app import API_PREFIX
-
+    install_error_handlers(app, _unexpected, _database_down)
     for plugin, route in gateway.routes:
-        resource = (_AsyncHealth(gateway) if route.resource is gateway.health
-                    else _AsyncResource(gateway, route, plugin))
-        app.add_route(route.full_path, resource)
+        app.add_route(route.full_path, _AsyncResource(gateway, route, plugin))
     for plugin, sink in gateway.sinks:
         prefix = (API_PREFIX + sink.prefix).rstrip("/")
-        app.add_sink(_sink_responder(gateway, sink, plugin), gateway.sink_pattern(prefix))
+        app.add_sink(_sink_responder(gateway, sink, plugin), sink_pattern(prefix))
     return BodyDeferred(app)
 

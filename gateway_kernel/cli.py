@@ -120,7 +120,8 @@ def _build_parser(commands: Sequence[Command]) -> argparse.ArgumentParser:
                              description="List the enabled plugins with their hooks, models, "
                                          "routes and settings.")
     plugins.add_argument("--all", action="store_true",
-                         help="also list installed plugins that are not enabled (default: off)")
+                         help="also list the kernel's built-in plugin and installed plugins "
+                              "that are not enabled (default: off)")
     sub.add_parser("routes", help="list every route with its principal kind and owner",
                    description="List every route: method, path, principal kind, owning plugin.")
     for command in commands:
@@ -397,7 +398,7 @@ def _freeze_startup_objects() -> None:
 def _serve_waitress(gateway: Gateway, args: argparse.Namespace) -> int:
     import waitress
 
-    from .app import API_PREFIX
+    from .api import API_PREFIX
 
     gateway.server = "waitress"
     gateway.start()
@@ -488,10 +489,12 @@ def _print_table(rows: Iterable[tuple[str, ...]]) -> None:
 
 
 def _print_plugins(gateway: Gateway, show_all: bool) -> None:
-    from .app import available_plugins
+    from .loader import available_plugins
 
-    for info in gateway.plugin_info():
-        print(f"{info.name} {info.version} (enabled){' - ' + info.description if info.description else ''}")
+    for info in gateway.plugin_info(kernel=show_all):
+        state = "built in" if info.name not in gateway.plugins else "enabled"
+        print(f"{info.name} {info.version} ({state})"
+              f"{' - ' + info.description if info.description else ''}")
         if info.requires:
             print(f"  requires: {', '.join(info.requires)}")
         print(f"  hooks:    {', '.join(info.hooks) or '-'}")
@@ -509,13 +512,13 @@ def _print_plugins(gateway: Gateway, show_all: bool) -> None:
 def _print_routes(gateway: Gateway) -> None:
     import falcon
 
-    from .app import API_PREFIX
+    from .api import API_PREFIX
 
     rows = []
     for plugin, route in gateway.routes:
         for method in sorted(falcon.COMBINED_METHODS):
             if method != "OPTIONS" and hasattr(route.resource, f"on_{method.lower()}"):
-                rows.append((API_PREFIX + route.path, method, route.auth_for(method), plugin))
+                rows.append((route.full_path, method, route.auth_for(method), plugin))
     for plugin, sink in gateway.sinks:
         rows.append((API_PREFIX + sink.prefix.rstrip("/") + "/**", "*", sink.auth, plugin))
     width = max((len(r[0]) for r in rows), default=10)

@@ -32,6 +32,10 @@ class Setting:
     default and are never printed. An empty value (``NAME=``) means the default, unless
     ``allow_empty`` is False: settings whose default is the widest access (CORS ``*``, any
     network, any chain) refuse it, so that a blank never silently opens things up.
+
+    ``credential`` names the principal kind whose shared credential the setting holds (a
+    service secret: ``credential="service"``): the testing kit gives gateways it builds a
+    test value for it (``gateway_kernel.testing.SERVICE_SECRET``).
     """
 
     name: str
@@ -40,6 +44,7 @@ class Setting:
     help: str = ""
     secret: bool = False
     allow_empty: bool = True
+    credential: str | None = None
 
 
 # -- parsers ---------------------------------------------------------------------------------
@@ -213,18 +218,54 @@ def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     return flat
 
 
-#: The plugins ``FLOWORK_PLUGINS=bundled`` enables (the ones this distribution ships).
-BUNDLED = ("auth_crypto", "auth_internal", "engines", "sharing", "proxy", "ratelimit",
-           "realtime")
+#: Entry-point group of plugin bundles: a name in ``FLOWORK_PLUGINS`` that is a bundle stands
+#: for its plugins, in order (``bundled = "gateway_plugins:BUNDLED"``, the default's). The
+#: kernel itself names no plugin.
+BUNDLES_ENTRY_POINT_GROUP = "flowork_gateway.bundles"
+#: The bundle ``FLOWORK_PLUGINS`` enables by default.
+DEFAULT_BUNDLE = "bundled"
+
+
+def plugin_bundles() -> dict[str, Any]:
+    """Every installed bundle entry point: name → entry point (not loaded)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=BUNDLES_ENTRY_POINT_GROUP)}
+
+
+def _bundle(name: str, entry: Any) -> tuple[str, ...]:
+    try:
+        names = entry.load()
+    except Exception as exc:
+        raise ConfigError(f"plugin bundle {name!r} failed to load: {exc!r}") from None
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"plugin bundle {name!r} ({entry.value}) is not a sequence of "
+                          f"plugin names")
+    return tuple(names)
 
 
 def expand_plugin_names(names: Iterable[str]) -> list[str]:
-    """``bundled`` → every bundled plugin (BUNDLED); ``none`` → nothing; duplicates dropped."""
+    """Bundle names (``bundled``) → their plugins, from the ``flowork_gateway.bundles``
+    entry points; ``none`` → nothing; duplicates dropped. ``bundled`` without an installed
+    bundle of that name is a :class:`ConfigError`."""
+    bundles: dict[str, Any] | None = None
     result: list[str] = []
     for name in names:
         if name == "none":
             continue
-        for item in BUNDLED if name == "bundled" else (name,):
+        if bundles is None:
+            bundles = plugin_bundles()
+        if name in bundles:
+            items = _bundle(name, bundles[name])
+        elif name == DEFAULT_BUNDLE:
+            raise ConfigError(
+                f"plugin bundle {name!r} is not installed (no {name!r} entry point in the "
+                f"{BUNDLES_ENTRY_POINT_GROUP!r} group; installed bundles: "
+                f"{', '.join(sorted(bundles)) or 'none'}); name the plugins in FLOWORK_PLUGINS"
+            )
+        else:
+            items = (name,)
+        for item in items:
             if item not in result:
                 result.append(item)
     return result

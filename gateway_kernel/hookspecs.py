@@ -14,17 +14,19 @@ engines declares what sharing and realtime answer or hear; auth_internal what en
 so both sides always see the spec; otherwise the caller (the proxy declares
 ``flowork_resolve_engine``), and an implementation of a hook whose declaring plugin it does not
 ``require`` is marked ``@hookimpl(optionalhook=True)``: it then goes uncalled when that plugin
-is disabled. ``tests/test_hookspecs.py`` fails when a hook (kernel or plugin)
+is disabled. ``tests/kernel/test_hookspecs.py`` fails when a hook (kernel or plugin)
 is undocumented or never implemented, and when a bundled plugin implements a hook nobody
 declares.
 
 Call order
 ----------
 Every hook, kernel or plugin-declared, is called through pluggy, and pluggy calls its
-implementations in plugin *load order*: ``FLOWORK_PLUGINS`` order (``bundled`` expands to
-``gateway_kernel.config.BUNDLED``), then the ``extra_plugins`` of ``create_gateway``. (The
-kernel registers plugins in reverse load order, because pluggy calls the last registered
-first.) So ``gateway_configure``, ``gateway_startup``, ``gateway_shutdown`` and
+implementations in plugin *load order*: the kernel's own plugin (``gateway_kernel.system``:
+health, OpenAPI document, metrics, the kernel's tables), then ``FLOWORK_PLUGINS`` order (a
+bundle name such as ``bundled`` expands to the plugins its ``flowork_gateway.bundles`` entry
+point lists, ``gateway_plugins.BUNDLED``), then the ``extra_plugins`` of
+``create_gateway``. (The kernel registers plugins in reverse load order, because pluggy calls
+the last registered first.) So ``gateway_configure``, ``gateway_startup``, ``gateway_shutdown`` and
 ``gateway_user_permissions`` run plugin after plugin in load order, and in a *firstresult*
 hook the first plugin in load order that answers (non-None) wins. A plugin that must run
 earlier or later says so deliberately with ``@hookimpl(tryfirst=True)`` /

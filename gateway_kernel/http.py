@@ -76,6 +76,10 @@ def _too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
     return False
 
 
+#: Public name: Socket.IO payloads (the realtime plugin) are held to the same nesting limit.
+too_deep = _too_deep
+
+
 def read_json(req: falcon.Request, limit: int | None = None, default: Any = _MISSING) -> Any:
     """The JSON body, parsed; 400 ``invalid_body`` for bad JSON, 413 over ``limit``.
 

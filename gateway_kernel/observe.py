@@ -150,11 +150,52 @@ class Metrics:
                   buckets: Sequence[float] = _LATENCY_BUCKETS) -> Histogram:
         return self._make(Histogram, name, doc, labels, buckets=tuple(buckets))
 
+    def watch_pool(self, db: Any) -> None:
+        """Gauges of a pooled database's connections (PostgreSQL, CockroachDB); nothing for
+        an unpooled one."""
+        if hasattr(db, "_in_use"):
+            pool_use = self.gauge("flowork_db_pool_connections", "Pooled database connections",
+                                  ("state",))
+            pool_use.labels("in_use").set_function(lambda: len(db._in_use))
+            pool_use.labels("idle").set_function(lambda: len(db._connections))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 # -- the per-request record -----------------------------------------------------------------
+
+
+class MetricsListener:
+    """A separate listener serving /metrics without auth (``FLOWORK_METRICS_ADDRESS``)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self._server: Any = None
+
+    def start(self, address: str | None) -> None:
+        """Listen on ``address`` (host:port), if given and not listening yet."""
+        if not address or self._server is not None:
+            return
+        from prometheus_client import start_http_server
+
+        from .config import ConfigError
+
+        host, _, port = address.rpartition(":")
+        try:
+            self._server = start_http_server(int(port), host.strip("[]") or "127.0.0.1",
+                                             registry=self.metrics.registry)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"FLOWORK_METRICS_ADDRESS {address!r}: {exc}") from None
+        logging.getLogger("gateway_kernel").info("metrics on http://%s/metrics", address)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            server, thread = self._server
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+            self._server = None
 
 
 def set_route(req: Any) -> None:

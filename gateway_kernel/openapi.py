@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .api import API_PREFIX
+
 if TYPE_CHECKING:
     from .api import AuthScheme
     from .app import Gateway
@@ -154,43 +156,18 @@ def query_param(name: str, description: str = "", required: bool = False) -> dic
 
 
 def build_document(gateway: Gateway) -> dict[str, Any]:
-    """The whole document for ``gateway``'s enabled plugins (kernel routes included)."""
-    from .app import API_PREFIX
-
+    """The whole document for ``gateway``'s enabled plugins (the kernel's own plugin, with
+    health, this document and metrics, first)."""
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "Flowork Gateway", "version": "1"},
         "servers": [{"url": API_PREFIX}],
-        "paths": {
-            "/system/health": {
-                "get": op("Database health", "public", {
-                    200: json_response({"type": "object", "required": ["status", "database"],
-                                        "properties": {"status": {"const": "healthy"},
-                                                       "database": {"const": "connected"}}}),
-                    503: json_response({"type": "object", "required": ["status", "database"],
-                                        "properties": {"status": {"const": "unhealthy"},
-                                                       "database": {"const": "disconnected"}}},
-                                       "Database unreachable"),
-                }, tags=["system"]),
-            },
-            "/openapi.json": {
-                "get": op("This document", "public",
-                          {200: json_response({"type": "object"})}, tags=["system"]),
-            },
-        },
+        "paths": {},
         "components": {
             "schemas": {"Error": ERROR_SCHEMA},
             "securitySchemes": {},
         },
     }
-    if "service" in gateway.schemes:
-        doc["paths"]["/metrics"] = {
-            "servers": [{"url": "/"}],  # not under the API prefix: where Prometheus looks
-            "get": op("Prometheus metrics (text format 0.0.4)", "service", {
-                200: {"description": "Metrics", "content": {"text/plain": {
-                    "schema": {"type": "string"}}}},
-            }, tags=["system"]),
-        }
     auth = auth_docs(gateway.schemes)
     doc["components"]["securitySchemes"].update(auth.components)
     for _plugin, part in gateway._per_plugin("gateway_openapi", gateway=gateway):
@@ -200,7 +177,8 @@ def build_document(gateway: Gateway) -> dict[str, Any]:
             info = doc["info"]
             info["description"] = "\n\n".join(filter(None, (info.get("description"),
                                                            part["description"])))
-        doc.setdefault("tags", []).extend(part.get("tags", []))
+        if "tags" in part:
+            doc.setdefault("tags", []).extend(part["tags"])
         for path, item in part.get("paths", {}).items():
             doc["paths"].setdefault(path, {}).update(item)
         for section, entries in part.get("components", {}).items():

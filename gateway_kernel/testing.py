@@ -1,9 +1,16 @@
 """pytest fixtures for gateway and plugin tests (loaded through the ``pytest11`` entry point).
 
 - ``make_gateway(plugins="bundled", settings=None, extra_plugins=())``: a migrated, started
-  gateway on a throwaway database; closed after the test.
+  gateway on a throwaway database; closed after the test. Every setting an enabled plugin
+  marks as a service credential (``Setting(credential="service")``) gets
+  :data:`SERVICE_SECRET` unless ``settings`` gives it.
 - ``gateway`` / ``client``: the bundled gateway and a :class:`GatewayTestClient` for it (the
   ASGI app by default, the WSGI app when ``FLOWORK_TEST_SERVER=waitress``).
+- ``service_headers``: :data:`SERVICE_SECRET` in the header the service scheme of the test's
+  gateways reads (:func:`service_headers_for`).
+- ``openapi_check``: every response a test client receives from a documented route is
+  checked against the gateway's OpenAPI document (:mod:`gateway_kernel.openapi_check`);
+  ``@pytest.mark.no_openapi_check`` turns it off for one test.
 - ``make_postgres_database()``: a fresh PostgreSQL database URL, dropped after the test.
 
 Set ``FLOWORK_TEST_POSTGRES_URL`` (e.g. ``postgresql://postgres@127.0.0.1:5432/postgres``)
@@ -21,7 +28,7 @@ import asyncio
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse, urlunparse
 
@@ -31,15 +38,15 @@ import pytest
 
 from .api import GatewayPlugin
 from .app import Gateway, create_gateway
+from .config import ConfigError, as_list, expand_plugin_names
+from .loader import ENTRY_POINT_GROUP
 
 POSTGRES_ENV = "FLOWORK_TEST_POSTGRES_URL"
 #: Which of a gateway's two faces tests drive: "uvicorn" (ASGI, the default) or "waitress" (WSGI).
 SERVER_ENV = "FLOWORK_TEST_SERVER"
+#: The service credential of fixture-built gateways: the value of every setting an enabled
+#: plugin marks ``credential="service"``.
 SERVICE_SECRET = "test-service-secret-" + "x" * 16
-#: The setting fixture-built gateways give SERVICE_SECRET (the bundled service scheme's secret).
-SERVICE_SECRET_SETTING = "GATEWAY_SECRET_TOKEN"  # noqa: S105  (a setting name)
-#: The service scheme's header when a test builds its gateways itself (the bundled scheme's).
-DEFAULT_SERVICE_HEADER = "X-API-Key"
 
 
 def test_server() -> str:
@@ -204,14 +211,41 @@ def gateway_database_url(tmp_path, _flowork_postgres_session_db) -> Iterator[str
 GatewayFactory = Callable[..., Gateway]
 
 
+def credential_settings(plugins: str | Sequence[str], extra_plugins: Sequence[GatewayPlugin] = (),
+                        kind: str = "service") -> list[str]:
+    """The names of the settings holding a ``kind`` credential (``Setting.credential``) among
+    the settings of ``plugins`` (a ``FLOWORK_PLUGINS`` value) and ``extra_plugins``. Plugin
+    classes are read, not built; a name that does not load is left to ``create_gateway``
+    to report."""
+    from importlib.metadata import entry_points
+
+    try:
+        names = expand_plugin_names(as_list(plugins))
+    except (ConfigError, ValueError):
+        return []
+    extra_names = {p.name for p in extra_plugins}
+    found: list[Iterable[Any]] = [getattr(p, "settings", ()) for p in extra_plugins]
+    installed = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    for name in names:
+        if name in extra_names or name not in installed:
+            continue
+        try:
+            found.append(getattr(installed[name].load(), "settings", ()))
+        except Exception:  # noqa: S112  (create_gateway names the broken plugin)
+            continue
+    return [s.name for settings in found for s in settings
+            if getattr(s, "credential", None) == kind]
+
+
 @pytest.fixture
 def make_gateway(gateway_database_url: str) -> Iterator[GatewayFactory]:
     """Build gateways: ``make_gateway(plugins="bundled", settings={...}, extra_plugins=[...])``.
 
     ``plugins`` is a FLOWORK_PLUGINS value (string or list). Every gateway a test builds
     shares the test's database unless ``settings`` names another ``DATABASE_URL``, so two
-    calls give two instances on one database. ``SERVICE_SECRET_SETTING`` defaults to
-    ``SERVICE_SECRET`` in tests.
+    calls give two instances on one database. The service credential settings of the
+    enabled plugins default to ``SERVICE_SECRET`` in tests. ``make_gateway.built`` lists the
+    gateways built so far.
     """
     built: list[Gateway] = []
 
@@ -223,15 +257,17 @@ def make_gateway(gateway_database_url: str) -> Iterator[GatewayFactory]:
         merged: dict[str, Any] = {
             "DATABASE_URL": gateway_database_url,
             "FLOWORK_PLUGINS": plugins if isinstance(plugins, str) else ",".join(plugins),
-            SERVICE_SECRET_SETTING: SERVICE_SECRET,
         }
         merged.update(settings or {})
+        for name in credential_settings(merged["FLOWORK_PLUGINS"], extra_plugins):
+            merged.setdefault(name, SERVICE_SECRET)
         gateway = create_gateway(environ={}, settings=merged, extra_plugins=extra_plugins)
         built.append(gateway)
         gateway.migrate()
         gateway.start()
         return gateway
 
+    make.built = built  # type: ignore[attr-defined]
     yield make
     for gateway in reversed(built):
         gateway.close()
@@ -250,17 +286,79 @@ def client(gateway: Gateway) -> GatewayTestClient:
 
 
 def service_headers_for(gateway: Gateway, secret: str = SERVICE_SECRET) -> dict[str, str]:
-    """Headers presenting ``secret`` to ``gateway``'s first ``service`` scheme (the first
-    header it reads; ``DEFAULT_SERVICE_HEADER`` when no service scheme is enabled)."""
+    """Headers presenting ``secret`` to ``gateway``'s first ``service`` scheme (in the first
+    header it reads); empty when no service scheme is enabled."""
     schemes = gateway.schemes.get("service") or []
-    header = schemes[0].headers[0] if schemes and schemes[0].headers else DEFAULT_SERVICE_HEADER
-    return {header: secret}
+    if not schemes or not schemes[0].headers:
+        return {}
+    return {schemes[0].headers[0]: secret}
+
+
+class _ServiceHeaders(Mapping[str, str]):
+    """:func:`service_headers_for` the first gateway the test built with a service scheme,
+    resolved when first read (the fixture exists before the test builds its gateways)."""
+
+    def __init__(self, built: list[Gateway]) -> None:
+        self._built = built
+        self._headers: dict[str, str] | None = None
+
+    def _resolve(self) -> dict[str, str]:
+        if self._headers is None:
+            gateway = next((g for g in self._built if g.schemes.get("service")), None)
+            if gateway is None:
+                raise LookupError("service_headers: the test built no gateway with a service "
+                                  "auth scheme (make_gateway) before reading them")
+            self._headers = service_headers_for(gateway)
+        return self._headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._resolve()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._resolve())
+
+    def __len__(self) -> int:
+        return len(self._resolve())
+
+    def __repr__(self) -> str:
+        return repr(self._headers) if self._headers is not None else "<service headers>"
 
 
 @pytest.fixture
-def service_headers(request: pytest.FixtureRequest) -> dict[str, str]:
-    """Headers of the internal service principal in fixture-built gateways: derived from the
-    service scheme of the test's ``gateway`` when it uses that fixture, else the default."""
-    if "gateway" in request.fixturenames:
-        return service_headers_for(request.getfixturevalue("gateway"))
-    return {DEFAULT_SERVICE_HEADER: SERVICE_SECRET}
+def service_headers(make_gateway: GatewayFactory) -> Mapping[str, str]:
+    """Headers of the internal service principal in fixture-built gateways: the header the
+    service scheme of the test's (first) gateway reads, with ``SERVICE_SECRET``."""
+    return _ServiceHeaders(make_gateway.built)  # type: ignore[attr-defined]
+
+
+# -- OpenAPI conformance ---------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "no_openapi_check: skip the openapi_check fixture's "
+                                       "response validation")
+
+
+@pytest.fixture
+def openapi_check(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[None]:
+    """Check every response a test client of a gateway receives against that gateway's
+    OpenAPI document (:func:`gateway_kernel.openapi_check.check`): request it, or make it
+    autouse in a ``conftest.py``. Skipped for tests marked ``no_openapi_check``."""
+    if request.node.get_closest_marker("no_openapi_check"):
+        yield
+        return
+    from .openapi_check import check
+
+    original = falcon.testing.TestClient.simulate_request
+
+    def simulate_request(self: Any, method: str = "GET", path: str = "/", *args: Any,
+                         **kwargs: Any) -> Any:
+        result = original(self, method, path, *args, **kwargs)
+        gateway = getattr(self, "gateway", None) or self.app
+        if isinstance(gateway, Gateway) and not kwargs.get("_stream_result"):
+            check(gateway, method.upper(), path, result.status_code,
+                  result.headers.get("content-type", ""), result.content)
+        return result
+
+    monkeypatch.setattr(falcon.testing.TestClient, "simulate_request", simulate_request)
+    yield

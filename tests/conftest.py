@@ -7,7 +7,6 @@ import pytest
 
 from gateway_kernel.app import Gateway
 from gateway_kernel.testing import served_app
-from tests.support.openapi_check import check
 
 
 @pytest.fixture(autouse=True)
@@ -41,26 +40,8 @@ def _serve_gateways_as_configured(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def _validate_responses_against_openapi(monkeypatch, request):
-    if request.node.get_closest_marker("no_openapi_check"):
-        yield
-        return
-    original = falcon.testing.TestClient.simulate_request
-
-    def simulate_request(self, method="GET", path="/", *args, **kwargs):
-        result = original(self, method, path, *args, **kwargs)
-        gateway = getattr(self, "gateway", None)
-        if isinstance(gateway, Gateway) and not kwargs.get("_stream_result"):
-            check(gateway, method.upper(), path, result.status_code,
-                  result.headers.get("content-type", ""), result.content)
-        return result
-
-    monkeypatch.setattr(falcon.testing.TestClient, "simulate_request", simulate_request)
-    yield
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "no_openapi_check: skip response validation")
+def _validate_responses_against_openapi(openapi_check):
+    """The testing kit's ``openapi_check`` for every test (``no_openapi_check`` opts out)."""
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""Hooks auth_internal calls: who owns an engine token.
+"""Hooks auth_internal calls: whose engine token was presented.
 
-The engine-token scheme authenticates ``X-Engine-Token`` but does not own the engines table:
-it asks through :func:`flowork_engine_by_token_digest`, which the engines plugin answers.
+The engine-token scheme authenticates ``X-Engine-Token`` but neither issues engine tokens nor
+owns the engines table, and does not know the token format: it hands the presented token to
+:func:`flowork_engine_by_token`, which the engines plugin answers (format and checksum first,
+then one indexed lookup).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ class EngineIdentity(NamedTuple):
 
 
 @hookspec(firstresult=True)
-def flowork_engine_by_token_digest(digest: str) -> EngineIdentity | None:
-    """*firstresult*. The engine whose token has this hex SHA-256 digest, or None.
-    Must be an indexed lookup (O(1) in the number of engines)."""
+def flowork_engine_by_token(token: str) -> EngineIdentity | None:
+    """*firstresult*. The engine whose token ``token`` is (the header's value as sent, any
+    length or content), or None. A malformed or made-up token must be refused without a
+    database query (a checksum, say); a well-formed one costs one indexed lookup (O(1) in the
+    number of engines) of the token's digest, never of the plaintext. None is answered as 401
+    ``invalid_engine_token``."""

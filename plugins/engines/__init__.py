@@ -1,10 +1,13 @@
-"""engines: engines and tokens, presence, the dashboard claim flow, kill switch, user state."""
+"""engines: engines and tokens, heartbeats and presence, the dashboard claim flow.
+
+Other plugins import only :mod:`gateway_plugins.engines.api`, its public API.
+"""
 
 __all__ = ["EnginesPlugin"]
 
 
 def __getattr__(name: str) -> object:
-    # Lazy (PEP 562): the package's light modules (its CLI commands) import without the plugin.
+    # Lazy (PEP 562): importing the public API (engines.api) does not load the plugin class.
     if name == "EnginesPlugin":
         from .plugin import EnginesPlugin
 

@@ -116,12 +116,6 @@ def flowork_engine_shares_changed(engine_id: str, account_id: int, change: str) 
 
 
 @hookspec
-def flowork_kill_switch_changed(component_id: str, disabled: bool) -> None:
-    """Event, after commit: a component was disabled (``disabled``) or enabled again through
-    the kill switch. Realtime tells every connected engine to sync. Must not block."""
-
-
-@hookspec
 def flowork_engine_credentials_revoked(engine_id: str, owner_account_id: int,
                                        deleted: bool) -> None:
     """Event, after commit: ``engine_id``'s token was reset, or the engine ``deleted``. Realtime

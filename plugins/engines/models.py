@@ -1,20 +1,22 @@
-"""Tables of the engines plugin. Other plugins may reference ``Engine`` by foreign key
-(with ``on_delete="CASCADE"``) after declaring ``requires = ("engines",)``.
+"""Tables of the engines plugin. Other plugins reach ``Engine`` through :mod:`.api` (its
+public API): by foreign key (with ``on_delete="CASCADE"``) after ``requires = ("engines",)``.
 
 Every table that belongs to an engine or an account has ``ON DELETE CASCADE``, so deleting
 an engine removes its shares (sharing plugin), pending claims and presence in one statement.
+
+The kill switch and GUI user state tables were engines' until issue 15; their plugins
+(killswitch, user_state) own them now, under their old names (see
+:mod:`gateway_plugins.killswitch.models`). ``0001_initial`` keeps its name and creates only
+these tables now.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from typing import Any
 
 import peewee
 
 from gateway_kernel import Account, BaseModel, Migration, create_tables, utcnow
-from gateway_kernel.http import isoformat
 
 
 def new_engine_id() -> str:
@@ -56,32 +58,7 @@ class EngineClaim(BaseModel):
         table_name = "engines_claim"
 
 
-class DisabledComponent(BaseModel):
-    """The kill switch: a component id the engines must not run, and why."""
-
-    component_id = peewee.CharField(primary_key=True, max_length=128)
-    reason = peewee.CharField(max_length=500, default="")
-    disabled_at = peewee.DateTimeField(default=utcnow)
-
-    class Meta:
-        table_name = "engines_disabled_component"
-
-
-class UserState(BaseModel):
-    """One JSON value per (account, key), stored as canonical JSON text."""
-
-    id = peewee.AutoField()
-    account = peewee.ForeignKeyField(Account, backref="states", on_delete="CASCADE")
-    key = peewee.CharField(max_length=64)
-    value = peewee.TextField()
-    updated_at = peewee.DateTimeField(default=utcnow)
-
-    class Meta:
-        table_name = "engines_user_state"
-        indexes = ((("account", "key"), True),)
-
-
-MODELS: list[type[BaseModel]] = [Engine, EngineClaim, DisabledComponent, UserState]
+MODELS: list[type[BaseModel]] = [Engine, EngineClaim]
 
 
 def _add_socket_presence(db: peewee.Database) -> None:
@@ -100,35 +77,3 @@ def _add_socket_presence(db: peewee.Database) -> None:
 
 MIGRATIONS = [create_tables("0001_initial", *MODELS),
               Migration("0002_socket_presence", _add_socket_presence)]
-
-
-def is_online(last_seen: dt.datetime | None, online_s: int, now: dt.datetime,
-              socket_until: dt.datetime | None = None) -> bool:
-    """A live socket lease, or (no socket since the last heartbeat) a heartbeat within the
-    last ``online_s`` seconds (``FLOWORK_ENGINE_ONLINE_S``)."""
-    if socket_until is not None:
-        return socket_until > now
-    return last_seen is not None and now - last_seen <= dt.timedelta(seconds=online_s)
-
-
-def online_condition(now: Any, since: Any) -> peewee.Expression:
-    """:func:`is_online` as SQL (``now``/``since`` may be values or ``Param`` slots)."""
-    return (Engine.socket_until > now) | (Engine.socket_until.is_null()
-                                          & (Engine.last_seen >= since))
-
-
-def engine_json(engine: Engine, online_s: int, now: dt.datetime | None = None) -> dict[str, Any]:
-    """The API.md engine shape ``{"id","name","status","last_seen"}`` (sharing reuses it)."""
-    return engine_row_json(engine.id, engine.name, engine.last_seen, online_s, now or utcnow(),
-                           engine.socket_until)
-
-
-def engine_row_json(engine_id: str, name: str, last_seen: dt.datetime | None, online_s: int,
-                    now: dt.datetime, socket_until: dt.datetime | None = None) -> dict[str, Any]:
-    """:func:`engine_json` from the columns (hot lists read tuples, not models)."""
-    return {
-        "id": engine_id,
-        "name": name,
-        "status": "online" if is_online(last_seen, online_s, now, socket_until) else "offline",
-        "last_seen": isoformat(last_seen),
-    }

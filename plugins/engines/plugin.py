@@ -1,10 +1,11 @@
-"""The engines plugin: engines and tokens, presence, claim flow, kill switch, user state.
+"""The engines plugin: engines and tokens, heartbeats and presence, the dashboard claim flow.
 
-It answers two hooks other plugins declare: ``flowork_engine_by_token_digest`` (the
+It answers two hooks other plugins declare: ``flowork_engine_by_token`` (the
 engine-token scheme of auth_internal, ``auth_internal.hookspecs``) and ``flowork_resolve_engine``
 (the proxy, ``proxy.hookspecs``), and declares in its own ``hookspecs`` the ones it asks of
 whoever shares engines (``flowork_engine_guests`` / ``flowork_engine_guest_role`` /
-``flowork_engines_shared_with``), without knowing who that is.
+``flowork_engines_shared_with``), without knowing who that is. Plugins that require engines
+import only its public API, :mod:`gateway_plugins.engines.api`.
 """
 
 from __future__ import annotations
@@ -15,39 +16,38 @@ from gateway_kernel import Gateway, GatewayPlugin, Principal, Route, hookimpl, n
 from gateway_plugins.auth_internal.hookspecs import EngineIdentity
 from gateway_plugins.proxy.hookspecs import EngineTarget
 
-from . import components, presence, queries
-from .claims import ClaimToken, SelectForAuth
+from . import presence, queries, tokens
 from .hookspecs import EngineStatus
 from .models import MIGRATIONS, MODELS
+from .presence import Presence
 from .resolve import resolve_engine
-from .resources import (
-    EngineAuthInfo,
-    EngineItem,
-    EnginesCollection,
-    Heartbeat,
-    ResetToken,
-    UpdateName,
-)
+from .resources.claims import ClaimToken, SelectForAuth
+from .resources.engine import EngineAuthInfo, Heartbeat
+from .resources.owner import EngineItem, EnginesCollection, ResetToken, UpdateName
 from .settings import SETTINGS, EnginesConfig
 from .spec import openapi_part
-from .user_state import UserStateItem
 
 
 class EnginesPlugin(GatewayPlugin):
     name = "engines"
     version = "0.1.0"
-    # Engine tokens are minted with auth_internal's token format.
+    # Its engine routes authenticate through auth_internal's engine-token scheme, which asks
+    # this plugin through auth_internal's flowork_engine_by_token hook (and its service routes
+    # through auth_internal's X-API-Key scheme).
     requires = ("auth_internal",)
     settings = SETTINGS
-    description = "Engines, tokens, presence, claim flow, kill switch, user state"
+    description = "Engines and tokens, heartbeats and presence, the dashboard claim flow"
 
     def __init__(self) -> None:
         self.cfg: EnginesConfig | None = None
         self.policy: netpolicy.AddressPolicy | None = None
+        #: The online rule other plugins use (api.presence); its window is set at configure.
+        self.presence = Presence()
 
     @hookimpl
     def gateway_configure(self, gateway: Gateway) -> None:
         self.cfg = EnginesConfig.from_config(gateway.config)
+        self.presence.online_s = self.cfg.online_s
         # The one address policy (heartbeat, realtime registration, proxy guard) takes the
         # operator's allow-list from this plugin's setting.
         self.policy = netpolicy.for_gateway(gateway)
@@ -73,10 +73,6 @@ class EnginesPlugin(GatewayPlugin):
             Route("/engine/get-engine-auth-info", EngineAuthInfo(gateway), "engine"),
             Route("/engine/heartbeat", Heartbeat(gateway, cfg), "engine"),
             Route("/engine/claim-token", ClaimToken(gateway, cfg), "service"),
-            Route("/system/disabled-components", components.DisabledComponents(), "service"),
-            Route("/system/disabled-components/{component_id}",
-                  components.DisabledComponentItem(gateway), "service"),
-            Route("/user/state/{key}", UserStateItem(gateway, cfg.max_state_keys), "user"),
         ]
 
     @hookimpl
@@ -84,9 +80,12 @@ class EnginesPlugin(GatewayPlugin):
         return openapi_part()
 
     @hookimpl
-    def flowork_engine_by_token_digest(self, digest: str) -> EngineIdentity | None:
+    def flowork_engine_by_token(self, token: str) -> EngineIdentity | None:
+        # Format and CRC checksum first: a malformed or made-up token never reaches the database.
+        if not tokens.is_well_formed(token):
+            return None
         # One query on the unique index of token_digest: O(1) in the number of engines.
-        row = queries.engine_by_digest(digest)
+        row = queries.engine_by_digest(tokens.token_digest(token))
         return EngineIdentity(row[0], row[1]) if row else None
 
     @hookimpl(optionalhook=True)  # the proxy declares it; it may be disabled

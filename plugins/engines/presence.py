@@ -1,33 +1,72 @@
-"""Realtime presence, as the engines plugin stores it (the ``flowork_engine_*`` socket hooks).
+"""Presence: when an engine counts as online, and the ``flowork_engine_*`` socket hooks.
 
 An engine is online while a realtime socket holds a lease on it (``socket_until`` in the
 future), or, when no socket has held it since its last heartbeat, while its heartbeat is
-fresh (:func:`.models.is_online`). The instance holding the socket renews the lease; an
-instance that dies stops renewing, so its engines go offline when the lease lapses.
+fresh: at most ``FLOWORK_ENGINE_ONLINE_S`` old (:func:`is_online`). The instance holding the
+socket renews the lease; an instance that dies stops renewing, so its engines go offline when
+the lease lapses. Other plugins use this rule through :class:`Presence` (:mod:`.api`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import peewee
 
 from gateway_kernel import Param, Prepared, utcnow
+from gateway_kernel.http import isoformat
 from gateway_kernel.netpolicy import AddressPolicy
 
 from .hookspecs import EngineStatus
-from .models import Engine, is_online
+from .models import Engine
 
-_STATUS_COLUMNS = (Engine.id, Engine.name, Engine.owner, Engine.last_seen, Engine.socket_until)
+
+def is_online(last_seen: dt.datetime | None, online_s: float, now: dt.datetime,
+              socket_until: dt.datetime | None = None) -> bool:
+    """A live socket lease, or (no socket since the last heartbeat) a heartbeat within the
+    last ``online_s`` seconds (``FLOWORK_ENGINE_ONLINE_S``)."""
+    if socket_until is not None:
+        return socket_until > now
+    return last_seen is not None and now - last_seen <= dt.timedelta(seconds=online_s)
+
+
+def online_condition(now: Any, since: Any) -> peewee.Expression:
+    """:func:`is_online` as SQL (``now``/``since`` may be values or ``Param`` slots)."""
+    return (Engine.socket_until > now) | (Engine.socket_until.is_null()
+                                          & (Engine.last_seen >= since))
+
+
+def engine_row_json(engine_id: str, name: str, last_seen: dt.datetime | None, online_s: float,
+                    now: dt.datetime, socket_until: dt.datetime | None = None) -> dict[str, Any]:
+    """The API.md engine shape ``{"id","name","status","last_seen"}`` from the columns (hot
+    lists read tuples, not models)."""
+    return {
+        "id": engine_id,
+        "name": name,
+        "status": "online" if is_online(last_seen, online_s, now, socket_until) else "offline",
+        "last_seen": isoformat(last_seen),
+    }
+
+
+def engine_json(engine: Engine, online_s: float, now: dt.datetime | None = None) -> dict[str, Any]:
+    """:func:`engine_row_json` of a model instance."""
+    return engine_row_json(engine.id, engine.name, engine.last_seen, online_s, now or utcnow(),
+                           engine.socket_until)
+
+
+#: The columns :func:`status_of` reads, in its order.
+STATUS_COLUMNS = (Engine.id, Engine.name, Engine.owner, Engine.last_seen, Engine.socket_until)
 ENGINES_OF_OWNER = Prepared(lambda: (
-    Engine.select(*_STATUS_COLUMNS).where(Engine.owner == Param("owner")).tuples()
+    Engine.select(*STATUS_COLUMNS).where(Engine.owner == Param("owner")).tuples()
 ))
 ENGINE_STATUS = Prepared(lambda: (
-    Engine.select(*_STATUS_COLUMNS).where(Engine.id == Param("engine_id")).limit(1).tuples()
+    Engine.select(*STATUS_COLUMNS).where(Engine.id == Param("engine_id")).limit(1).tuples()
 ))
 
 
-def status_of(row: tuple, online_s: int, now: dt.datetime) -> EngineStatus:
+def status_of(row: tuple, online_s: float, now: dt.datetime) -> EngineStatus:
+    """The status of a row of :data:`STATUS_COLUMNS`."""
     engine_id, name, owner, last_seen, socket_until = row
     last_seen = Engine.last_seen.python_value(last_seen)  # SQLite answers text
     socket_until = Engine.socket_until.python_value(socket_until)
@@ -35,12 +74,29 @@ def status_of(row: tuple, online_s: int, now: dt.datetime) -> EngineStatus:
                         last_seen, socket_until is not None and socket_until > now)
 
 
-def owned_statuses(account_id: int, online_s: int) -> list[EngineStatus]:
+class Presence:
+    """The online rule with one gateway's window: the engines plugin owns one, sets the window
+    from its ``FLOWORK_ENGINE_ONLINE_S`` at configure, and hands it out (:func:`.api.presence`),
+    so that every plugin shows an engine's status the way engines does."""
+
+    def __init__(self, online_s: float = 0.0) -> None:
+        self.online_s = online_s  # engines sets it at configure, before any request
+
+    def engine_json(self, engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
+        """The API.md engine shape ``{"id","name","status","last_seen"}``."""
+        return engine_json(engine, self.online_s, now)
+
+    def status_of(self, row: tuple, now: dt.datetime | None = None) -> EngineStatus:
+        """:class:`EngineStatus` of a row selecting :data:`STATUS_COLUMNS`, in that order."""
+        return status_of(row, self.online_s, now or utcnow())
+
+
+def owned_statuses(account_id: int, online_s: float) -> list[EngineStatus]:
     now = utcnow()
     return [status_of(row, online_s, now) for row in ENGINES_OF_OWNER.run(owner=account_id)]
 
 
-def engine_status(engine_id: str, online_s: int) -> EngineStatus | None:
+def engine_status(engine_id: str, online_s: float) -> EngineStatus | None:
     row = ENGINE_STATUS.first(engine_id=engine_id)
     return status_of(row, online_s, utcnow()) if row is not None else None
 

@@ -1,8 +1,5 @@
-"""The read queries that run on every engine request, compiled to SQL once per database.
-
-Measured on SQLite: peewee spends ~120-200 µs building these queries' SQL each time, the
-database ~7 µs answering them from the unique index; ``Prepared`` builds them once.
-"""
+"""The read queries that run on every engine request, hence ``Prepared`` (why:
+:class:`gateway_kernel.db.Prepared`)."""
 
 from __future__ import annotations
 

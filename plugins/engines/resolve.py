@@ -16,15 +16,16 @@ from __future__ import annotations
 import datetime as dt
 
 from gateway_kernel import Param, Prepared, utcnow
-from gateway_kernel.errors import GatewayError, not_found
+from gateway_kernel.errors import not_found
 from gateway_kernel.http import parse_uuid
 from gateway_plugins.proxy.hookspecs import EngineTarget
 
-from . import errors as codes
-from .models import Engine, is_online, online_condition
+from . import errors
+from .models import Engine
+from .presence import is_online, online_condition
 from .settings import EnginesConfig
 
-# Both lookups run on every proxied request: SQL generated once per database (Prepared).
+# Both lookups run on every proxied request, hence Prepared (why: gateway_kernel.db.Prepared).
 ENGINE_BY_ID = Prepared(lambda: (
     Engine.select(Engine.id, Engine.owner, Engine.last_seen, Engine.url, Engine.socket_until)
     .where(Engine.id == Param("engine_id"))
@@ -41,11 +42,6 @@ LATEST_OWNED = Prepared(lambda: (
 ))
 
 
-def engine_offline(cfg: EnginesConfig) -> GatewayError:
-    return GatewayError(503, codes.ENGINE_OFFLINE, "No online engine is available",
-                        {"Retry-After": str(cfg.interval_s)})
-
-
 def resolve_engine(cfg: EnginesConfig, hook: object, account_id: int,
                    engine_id: str | None) -> EngineTarget:
     now = utcnow()
@@ -55,7 +51,7 @@ def resolve_engine(cfg: EnginesConfig, hook: object, account_id: int,
     if not cfg.static_urls:
         row = LATEST_OWNED.first(owner=account_id, now=now, since=since)
         if row is None:
-            raise engine_offline(cfg)
+            raise errors.engine_offline(cfg.interval_s)
         return EngineTarget(row.id, row.url, True, False, owned=True)
     row = (
         Engine.select(Engine.id, Engine.url)
@@ -66,7 +62,7 @@ def resolve_engine(cfg: EnginesConfig, hook: object, account_id: int,
         .first()
     )
     if row is None:
-        raise engine_offline(cfg)
+        raise errors.engine_offline(cfg.interval_s)
     static = cfg.static_urls.get(row.id)
     return EngineTarget(row.id, static or row.url, True, static is not None, owned=True)
 
@@ -87,4 +83,4 @@ def _by_id(cfg: EnginesConfig, hook: object, account_id: int, eid: str,
         return EngineTarget(eid, static, online, True, owned)
     if online and row.url:
         return EngineTarget(eid, row.url, True, False, owned)
-    raise engine_offline(cfg)
+    raise errors.engine_offline(cfg.interval_s)

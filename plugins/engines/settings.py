@@ -21,8 +21,6 @@ SETTINGS = (
             "static engine URLs, engine_id=url,engine_id=url (always routable)"),
     Setting("FLOWORK_LIMIT_ENGINES_PER_USER", as_int(1, 10**9), 100,
             "engines one user may own (409 limit_reached beyond)"),
-    Setting("FLOWORK_LIMIT_STATE_KEYS_PER_USER", as_int(1, 10**9), 100,
-            "GUI state keys one user may store (409 limit_reached beyond)"),
 )
 
 
@@ -33,7 +31,6 @@ class EnginesConfig:
     networks: tuple[Network, ...]
     static_urls: dict[str, str]
     max_engines: int = 100
-    max_state_keys: int = 100
 
     @property
     def interval_s(self) -> int:
@@ -53,5 +50,4 @@ class EnginesConfig:
             networks=tuple(config["FLOWORK_ENGINE_NETWORKS"]),
             static_urls=static,
             max_engines=config["FLOWORK_LIMIT_ENGINES_PER_USER"],
-            max_state_keys=config["FLOWORK_LIMIT_STATE_KEYS_PER_USER"],
         )

@@ -6,9 +6,8 @@ from typing import Any
 
 from gateway_kernel.openapi import json_response, op, path_param, query_param, ref
 
-from .components import REASON_MAX
-from .resources import NAME_MAX
-from .user_state import MAX_VALUE_BYTES
+from .errors import AUTHORIZATION_PENDING, EXPIRED_TOKEN, INVALID_ENGINE_URL
+from .resources.owner import NAME_MAX
 
 _STR = {"type": "string"}
 _UUID = {"type": "string", "format": "uuid"}
@@ -69,14 +68,10 @@ SCHEMAS: dict[str, Any] = {
     "SelectForAuth": _obj(["request_id", "engine_id"], request_id=_UUID, engine_id=_UUID),
     "ClaimedToken": _obj(["status", "token", "engine_id"], status={"const": "success"},
                          token=_STR, engine_id=_UUID),
-    "DisabledComponent": _obj(["component_id", "reason", "disabled_at"], component_id=_STR,
-                              reason=_STR, disabled_at={"type": "string", "format": "date-time"}),
     "StatusMessage": _obj(["status", "message"], status={"const": "success"}, message=_STR),
 }
 
 _ENGINE_ID = path_param("engine_id", "engine id (UUID); malformed ids are 404", "uuid")
-_COMPONENT_ID = path_param("component_id", "1-128 of A-Z a-z 0-9 _ . : - (first alphanumeric)")
-_KEY = path_param("key", "[a-z0-9_]{1,64}")
 
 
 def openapi_part() -> dict[str, Any]:
@@ -122,7 +117,7 @@ def openapi_part() -> dict[str, Any]:
                 "post": op("Mark the calling engine online and record its URL", "engine",
                            {200: json_response(ref("HeartbeatAnswer"))},
                            body=ref("Heartbeat"), body_required=False,
-                           errors={400: ["invalid_engine_url"]}, tags=engines),
+                           errors={400: [INVALID_ENGINE_URL]}, tags=engines),
             },
             "/engine/claim-token": {
                 "get": op("Redeem an approved claim: rotates the engine's token, once",
@@ -130,34 +125,8 @@ def openapi_part() -> dict[str, Any]:
                           parameters=[query_param("req_id", "the dashboard's request id (UUID)",
                                                   required=True)],
                           errors={400: ["invalid_body"],
-                                  404: ["authorization_pending", "expired_token"]},
+                                  404: [AUTHORIZATION_PENDING, EXPIRED_TOKEN]},
                           tags=engines),
-            },
-            "/system/disabled-components": {
-                "get": op("The kill switch: ids of disabled components", "service",
-                          {200: json_response({"type": "array", "items": _STR})},
-                          tags=["system"]),
-            },
-            "/system/disabled-components/{component_id}": {
-                "put": op("Disable a component (again: updates the reason)", "service",
-                          {200: json_response(ref("DisabledComponent"))},
-                          body=_obj([], reason={"type": "string", "maxLength": REASON_MAX}),
-                          body_required=False, parameters=[_COMPONENT_ID],
-                          errors={400: ["invalid_component_id"]}, tags=["system"]),
-                "delete": op("Enable a disabled component", "service",
-                             {200: json_response(_message())}, parameters=[_COMPONENT_ID],
-                             errors={400: ["invalid_component_id"], 404: ["not_found"]},
-                             tags=["system"]),
-            },
-            "/user/state/{key}": {
-                "get": op("A stored GUI state value ([] if unset)", "user",
-                          {200: json_response({})}, parameters=[_KEY],
-                          errors={400: ["invalid_key"]}, tags=["user"]),
-                "put": op(f"Store a GUI state value (any JSON up to {MAX_VALUE_BYTES} bytes; "
-                          "favorite_presets: array of strings)", "user",
-                          {200: json_response(ref("StatusMessage"))}, body={},
-                          parameters=[_KEY], errors={400: ["invalid_key"], 409: ["limit_reached"]},
-                          tags=["user"]),
             },
         },
         "components": {"schemas": SCHEMAS},

@@ -12,12 +12,23 @@ from typing import TYPE_CHECKING, NamedTuple
 import pluggy
 
 from gateway_kernel.api import PROJECT
+from gateway_kernel.errors import GatewayError
 
 if TYPE_CHECKING:
     from gateway_kernel.api import Principal
     from gateway_kernel.app import Gateway
 
 hookspec = pluggy.HookspecMarker(PROJECT)
+
+#: 503: no online engine for the caller. A resolver with no engine to name raises
+#: :func:`engine_offline`, so the proxy and the resolver answer it the same way.
+ENGINE_OFFLINE = "engine_offline"
+
+
+def engine_offline(retry_after_s: int) -> GatewayError:
+    """The one ``engine_offline`` answer: 503, retry after ``retry_after_s`` seconds."""
+    return GatewayError(503, ENGINE_OFFLINE, "No online engine is available",
+                        {"Retry-After": str(retry_after_s)})
 
 
 class EngineTarget(NamedTuple):

@@ -8,9 +8,9 @@ import falcon
 
 from gateway_kernel import GatewayPlugin, Principal, hookimpl
 
-from .errors import RATE_LIMITED
 from .limiter import Limiter
 from .settings import SETTINGS, RateLimitConfig
+from .spec import common_errors
 
 if TYPE_CHECKING:
     from gateway_kernel import Gateway
@@ -26,19 +26,7 @@ class RateLimitPlugin(GatewayPlugin):
 
     @hookimpl
     def gateway_configure(self, gateway: Gateway) -> None:
-        config = gateway.config
-        cfg = RateLimitConfig(
-            rules=config["FLOWORK_RATE_LIMITS"],
-            redis_url=config["FLOWORK_REDIS_URL"] or None,
-            key_prefix=config["FLOWORK_RATE_LIMIT_KEY_PREFIX"],
-        )
-        groups = {"kernel", "*", *gateway.plugins}
-        unknown = sorted({r.group for r in cfg.rules} - groups)
-        if unknown:
-            from gateway_kernel import ConfigError
-
-            raise ConfigError(f"FLOWORK_RATE_LIMITS: unknown route group(s) {unknown}; "
-                              f"groups are plugin names ({', '.join(sorted(groups))})")
+        cfg = RateLimitConfig.from_config(gateway.config, {"kernel", "*", *gateway.plugins})
         self.limiter = Limiter(cfg) if cfg.rules else None
         # No rules: the kernel skips gateway_admit altogether (no per-request call).
         self.admits_nothing = self.limiter is None
@@ -51,7 +39,7 @@ class RateLimitPlugin(GatewayPlugin):
 
     @hookimpl
     def gateway_openapi_common_errors(self, gateway: Gateway) -> dict[int, list[str]]:
-        return {429: [RATE_LIMITED]}
+        return common_errors()
 
     @hookimpl
     def gateway_shutdown(self, gateway: Gateway) -> None:

@@ -7,8 +7,8 @@ from typing import Any
 
 import limits
 
-from gateway_kernel import Setting
-from gateway_kernel.config import as_str
+from gateway_kernel import ConfigError, Setting
+from gateway_kernel.config import Config, as_str
 
 #: What a rule counts by: the authenticated principal, or the client's network address.
 KEYS = ("principal", "address")
@@ -62,3 +62,18 @@ class RateLimitConfig:
     rules: tuple[Rule, ...]
     redis_url: str | None
     key_prefix: str
+
+    @classmethod
+    def from_config(cls, config: Config, groups: set[str]) -> RateLimitConfig:
+        """The settings, every rule's group checked against ``groups`` (the route groups:
+        ``kernel``, ``*`` and the enabled plugins' names)."""
+        cfg = cls(
+            rules=config["FLOWORK_RATE_LIMITS"],
+            redis_url=config["FLOWORK_REDIS_URL"] or None,
+            key_prefix=config["FLOWORK_RATE_LIMIT_KEY_PREFIX"],
+        )
+        unknown = sorted({r.group for r in cfg.rules} - groups)
+        if unknown:
+            raise ConfigError(f"FLOWORK_RATE_LIMITS: unknown route group(s) {unknown}; "
+                              f"groups are plugin names ({', '.join(sorted(groups))})")
+        return cfg

@@ -3,7 +3,9 @@
 A connect's credentials become the headers of a synthetic Falcon request, which
 ``gateway.authenticate`` checks exactly as it checks a REST request: same schemes, same
 freshness, logout, auto-registration and throttling rules. The request is marked as a socket
-sign-in, so the user scheme also accepts the ``flowork_socket_auth|…`` message.
+sign-in, so the user scheme also accepts the ``flowork_socket_auth|…`` message. Which headers
+carry a kind's credential is the enabled schemes' business (``AuthScheme.headers``), read
+through :func:`scheme_headers`.
 """
 
 from __future__ import annotations
@@ -16,14 +18,27 @@ import falcon
 import falcon.testing
 
 from gateway_kernel import Principal
-from gateway_kernel.http import MAX_JSON_DEPTH, _too_deep
+from gateway_kernel.http import MAX_JSON_DEPTH, too_deep
 
 if TYPE_CHECKING:
+    from gateway_kernel import Gateway
+
     from .server import Realtime
 
-#: Header names a GUI may send in its connect ``auth`` (or as handshake headers).
-USER_HEADERS = ("X-User-Address", "X-Signature", "X-Signed-Message", "X-Payload-Version")
 _MAX_HEADER = 8192
+
+
+def scheme_headers(gateway: Gateway, kind: str) -> tuple[str, ...]:
+    """The headers the enabled auth schemes of ``kind`` read, in the order the kernel tries
+    the schemes (the GUI's sign-in headers for ``user``, the engine token's for ``engine``)."""
+    return tuple(dict.fromkeys(header for scheme in gateway.schemes.get(kind, ())
+                               for header in scheme.headers))
+
+
+def missing_credential(gateway: Gateway, kind: str) -> Exception:
+    """What the kernel answers when no credential of ``kind`` was sent (the first scheme's
+    ``missing()``, as for a REST request)."""
+    return gateway.schemes[kind][0].missing()
 
 
 def client_address(environ: Mapping[str, Any]) -> str:
@@ -63,9 +78,10 @@ def _sign_in(gateway: Any, req: falcon.Request, kind: str) -> Principal:
     return principal
 
 
-def user_headers(auth: Any, environ: Mapping[str, Any]) -> dict[str, str]:
-    """The GUI's signature headers: connect ``auth.headers``, a flat ``auth`` dict, or the
-    handshake's HTTP headers, in that order (names case-insensitive)."""
+def user_headers(auth: Any, environ: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, str]:
+    """The GUI's sign-in headers ``names`` (the user schemes' headers): connect
+    ``auth.headers``, a flat ``auth`` dict, or the handshake's HTTP headers, in that order
+    (names case-insensitive)."""
     source: Any = None
     if isinstance(auth, dict):
         nested = auth.get("headers")
@@ -73,12 +89,12 @@ def user_headers(auth: Any, environ: Mapping[str, Any]) -> dict[str, str]:
     found: dict[str, str] = {}
     if isinstance(source, dict):
         lowered = {str(k).lower(): v for k, v in source.items()}
-        for name in USER_HEADERS:
+        for name in names:
             value = lowered.get(name.lower())
             if isinstance(value, (str, int)) and len(str(value)) <= _MAX_HEADER:
                 found[name] = str(value)
     if not found:
-        for name in USER_HEADERS:
+        for name in names:
             value = environ.get("HTTP_" + name.upper().replace("-", "_"))
             if isinstance(value, str):
                 found[name] = value
@@ -94,6 +110,6 @@ class SafeJSON:
     @staticmethod
     def loads(s: str | bytes, *args: Any, **kwargs: Any) -> Any:
         raw = s.encode("utf-8", "surrogatepass") if isinstance(s, str) else s
-        if _too_deep(raw):
+        if too_deep(raw):
             raise ValueError(f"payload nests deeper than {MAX_JSON_DEPTH} levels")
         return json.loads(s, *args, **kwargs)

@@ -50,7 +50,7 @@ class EngineNamespace(GuardedNamespace):
             try:
                 engine_id, owner_id = await self._authenticate(credentials, environ)
             except GatewayError as exc:
-                raise errors.refuse_connection(exc.code, exc.message) from None
+                raise errors.refused(exc) from None
             rt.engines[sid] = conn
             # After the CONNECT packet: the client hears auth_success once connected.
             asyncio.get_running_loop().create_task(self._signed_in(sid, conn, engine_id, owner_id))
@@ -64,11 +64,11 @@ class EngineNamespace(GuardedNamespace):
         token = credentials.get("token")
         wanted = credentials.get("engine_id")
         if not isinstance(token, str) or (wanted is not None and not isinstance(wanted, str)):
-            raise GatewayError(401, errors.INVALID_ENGINE_TOKEN, "token must be a string")
-        principal = await authenticate(self.rt, {"X-Engine-Token": token}, environ, "engine")
+            raise errors.invalid_engine_token("token must be a string")
+        principal = await authenticate(self.rt, {self.rt.engine_token_header: token}, environ,
+                                       "engine")
         if wanted is not None and wanted.strip().lower() != principal.engine_id:
-            raise GatewayError(401, errors.INVALID_ENGINE_TOKEN,
-                               "engine_id is not the engine of this token")
+            raise errors.invalid_engine_token("engine_id is not the engine of this token")
         return principal.engine_id, int(principal.claims["owner_account_id"])
 
     async def _auth_deadline(self, sid: str) -> None:
@@ -78,7 +78,7 @@ class EngineNamespace(GuardedNamespace):
                                     "No auth event within the sign-in deadline")
 
     async def _auth_failed(self, sid: str, code: str, message: str) -> None:
-        await self.emit("auth_failed", {"message": message, "error": message, "code": code}, to=sid)
+        await self.emit("auth_failed", errors.auth_failed_payload(code, message), to=sid)
         await self.disconnect(sid)
 
     async def _signed_in(self, sid: str, conn: EngineConn, engine_id: str, owner_id: int) -> None:

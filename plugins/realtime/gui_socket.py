@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from gateway_kernel.errors import GatewayError
 
 from . import errors, relay
-from .auth import authenticate, user_headers
+from .auth import authenticate, missing_credential, user_headers
 from .server import (
     ACCESS_TTL_S,
     ENGINE_NS,
@@ -46,22 +46,19 @@ class GuiNamespace(GuardedNamespace):
 
     async def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
         rt = self.rt
-        headers = user_headers(relay.unwrap(auth), environ)
-        if not headers:
-            raise errors.refuse_connection(
-                "missing_auth", "Sign in: X-User-Address, X-Signature and X-Signed-Message in "
-                "the connect auth.headers")
+        headers = user_headers(relay.unwrap(auth), environ, rt.user_headers)
+        if not headers:  # the user scheme's own missing-credential answer, as over REST
+            raise errors.refused(missing_credential(rt.gateway, "user"),
+                                 "in the connect auth.headers")
         try:
             principal = await authenticate(rt, headers, environ, "user")
         except GatewayError as exc:
-            raise errors.refuse_connection(exc.code, exc.message) from None
+            raise errors.refused(exc) from None
         account = principal.account
         assert account is not None
         rt.guis[sid] = GuiConn(
             TokenBucket(rt.cfg.events_per_s), account.id, account.public_address,
-            account.tier or "",
-            {"address": headers["X-User-Address"], "message": headers["X-Signed-Message"],
-             "signature": headers["X-Signature"]})
+            account.tier or "", relay.rpc_auth(headers))
         await self.enter_room(sid, user_room(account.id))
         asyncio.get_running_loop().create_task(self._initial_statuses(sid, account.id))
 

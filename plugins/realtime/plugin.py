@@ -71,7 +71,7 @@ class RealtimePlugin(GatewayPlugin):
 
         rt.schedule(push)
 
-    @hookimpl
+    @hookimpl(optionalhook=True)  # killswitch declares it; without killswitch, never called
     def flowork_kill_switch_changed(self, component_id: str, disabled: bool) -> None:
         rt = self._rt()
 

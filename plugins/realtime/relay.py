@@ -46,6 +46,19 @@ _REPLY_EVENTS = {
 }
 
 
+#: The sign-in relayed with ``rpc_forward_to_engine`` (``execute_rpc_from_gui``'s ``auth``),
+#: which the engine verifies itself: the signature scheme's credential, field → header. The
+#: one place outside auth_crypto that names its headers: that scheme publishes no description
+#: of its credential's parts yet (``AuthScheme.headers`` is an unlabelled tuple).
+RPC_AUTH_FIELDS = {"address": "X-User-Address", "message": "X-Signed-Message",
+                   "signature": "X-Signature"}
+
+
+def rpc_auth(headers: dict[str, str]) -> dict[str, str]:
+    """The ``auth`` object relayed with an RPC: the socket's own sign-in."""
+    return {field: headers[name] for field, name in RPC_AUTH_FIELDS.items() if name in headers}
+
+
 def unwrap(data: Any) -> Any:
     """``{"v": 2, "payload": {...}}`` → the payload; anything else as it is."""
     if isinstance(data, dict) and "payload" in data and "v" in data:

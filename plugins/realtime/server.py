@@ -24,7 +24,7 @@ import socketio
 from gateway_kernel import Account, utcnow
 
 from . import errors
-from .auth import SafeJSON
+from .auth import SafeJSON, scheme_headers
 from .settings import RealtimeConfig
 
 if TYPE_CHECKING:
@@ -243,6 +243,18 @@ class Realtime:
         self.gui_ns = GuiNamespace(self)
         self.sio.register_namespace(self.engine_ns)
         self.sio.register_namespace(self.gui_ns)
+
+    # -- credentials (the enabled schemes', collected after configure: read on first use) ---
+
+    @functools.cached_property
+    def user_headers(self) -> tuple[str, ...]:
+        """The headers a GUI signs in with: those of the enabled ``user`` schemes."""
+        return scheme_headers(self.gateway, "user")
+
+    @functools.cached_property
+    def engine_token_header(self) -> str:
+        """The header an engine's socket token is checked as: the first ``engine`` scheme's."""
+        return scheme_headers(self.gateway, "engine")[0]
 
     # -- ASGI ------------------------------------------------------------------------------
 

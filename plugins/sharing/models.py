@@ -12,7 +12,7 @@ import uuid
 import peewee
 
 from gateway_kernel import Account, BaseModel, create_tables, utcnow
-from gateway_plugins.engines.models import Engine
+from gateway_plugins.engines.api import Engine
 
 
 def new_public_id() -> str:

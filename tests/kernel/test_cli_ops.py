@@ -173,7 +173,8 @@ def test_a_setting_has_one_owner():
 # -- the command line ------------------------------------------------------------------------
 
 _HEAVY = ("falcon", "peewee", "eth_account", "eth_keys", "httpx", "waitress", "stevedore",
-          "gateway_kernel.app", "gateway_plugins.auth_crypto.plugin", "gateway_plugins.engines.plugin")
+          "gateway_kernel.app", "gateway_plugins.auth_crypto.plugin", "gateway_plugins.engines.plugin",
+          "gateway_plugins.killswitch.plugin")
 
 _IMPORTED_AFTER = """
 import json, sys
@@ -432,7 +433,7 @@ def test_every_option_of_every_command_has_help(monkeypatch):
 
 def test_an_sqlite_folder_this_user_cannot_write_is_refused(tmp_path, monkeypatch):
     """Runs everywhere (root ignores modes, so the subprocess test above is skipped there)."""
-    from gateway_kernel import db
+    from gateway_kernel.db import connect as db
 
     monkeypatch.setattr(db.os, "access", lambda path, mode: False)
     with pytest.raises(ValueError, match="is not writable by this user"):

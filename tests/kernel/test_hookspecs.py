@@ -11,8 +11,8 @@ from types import ModuleType
 import pytest
 
 from gateway_kernel import GatewayPlugin, PluginError, hookimpl, hookspecs
-from gateway_kernel.app import plugin_hookspecs
-from gateway_kernel.config import BUNDLED
+from gateway_kernel.loader import plugin_hookspecs
+from gateway_plugins import BUNDLED
 from tests.support import kernel_plugins_hookspecs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ import falcon.testing
 import pytest
 
 from gateway_kernel import ConfigError, Migration, PluginError, create_gateway, create_tables
-from gateway_kernel.app import BUNDLED
 from gateway_kernel.config import Config, Setting, as_int
+from gateway_plugins import BUNDLED
 from tests.support.kernel_plugins import (
     ClashPlugin,
     MisspeltPlugin,
@@ -377,6 +377,60 @@ def test_module_has_no_global_plugin_manager():
 
     assert not [v for v in vars(app_module).values() if type(v).__name__ == "PluginManager"]
     assert "pluggy" in sys.modules
+
+
+def _runtime_imports_of_app(path) -> list[str]:
+    """``from .app import …`` statements of a module that run at import or call time (not
+    under ``if TYPE_CHECKING:``)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    guarded = {id(sub) for node in ast.walk(tree)
+               if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+               for sub in ast.walk(node)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and id(node) not in guarded:
+            module = node.module or ""
+            if (module in ("app", "gateway_kernel.app")
+                    or (not module and any(a.name == "app" for a in node.names))):
+                found.append(ast.unparse(node))
+    return found
+
+
+def test_only_the_facade_users_import_the_gateway_module():
+    """No import cycle: the kernel's modules get API_PREFIX and friends from gateway_kernel.api;
+    only what builds a gateway (the CLI, the API reference, the testing kit) imports app."""
+    from pathlib import Path
+
+    import gateway_kernel
+
+    root = Path(gateway_kernel.__file__).parent
+    importing = {str(p.relative_to(root)) for p in root.rglob("*.py") if _runtime_imports_of_app(p)}
+    assert importing == {"cli.py", "apidoc.py", "testing.py"}
+
+
+def test_service_credentials_follow_the_plugins_settings(make_gateway):
+    from gateway_kernel.testing import SERVICE_SECRET, credential_settings, service_headers_for
+
+    assert credential_settings("bundled") == ["GATEWAY_SECRET_TOKEN"]
+    assert credential_settings("auth_crypto,engines") == []
+    plugin = NotesPlugin()
+    plugin.settings = (*NotesPlugin.settings, Setting("NOTES_KEY", str, None, credential="service"))
+    gateway = make_gateway(plugins="auth_internal", extra_plugins=[plugin])
+    assert gateway.config["NOTES_KEY"] == gateway.config["GATEWAY_SECRET_TOKEN"] == SERVICE_SECRET
+    given = make_gateway(plugins="auth_internal", settings={"GATEWAY_SECRET_TOKEN": "y" * 32})
+    assert service_headers_for(given, "y" * 32) == {"X-API-Key": given.config["GATEWAY_SECRET_TOKEN"]}
+    assert service_headers_for(gateway) == {"X-API-Key": SERVICE_SECRET}
+    assert service_headers_for(make_gateway(plugins="none")) == {}
+
+
+def test_service_headers_are_those_of_the_tests_gateway(make_gateway, service_headers):
+    gateway = make_gateway(plugins="auth_crypto,auth_internal,engines,killswitch")
+    assert dict(service_headers) == {"X-API-Key": gateway.config["GATEWAY_SECRET_TOKEN"]}
+    client = falcon.testing.TestClient(gateway)
+    r = client.simulate_get("/api/v1/system/disabled-components", headers=service_headers)
+    assert r.status_code == 200
 
 
 # -- lifecycle, middleware, CORS and veto hooks ----------------------------------------------------

@@ -1,7 +1,9 @@
 """Upgrading a database made by an older schema version keeps every row, and the API serves it.
 
 The "older version" is built from today's migration plan: only the first migration of the
-kernel and of every plugin (what the first release shipped). Every table that exists then is
+kernel and of every plugin (what the first release shipped), with the tables of plugins split
+off since then created the way the first release did, by the plugin they came from (MOVED).
+Every table that exists then is
 filled with rows, generated from the models but restricted to the columns the old table has,
 then the current migrations run and every row must read back unchanged. Runs on SQLite and,
 with FLOWORK_TEST_POSTGRES_URL, on PostgreSQL.
@@ -19,11 +21,14 @@ import peewee
 import pytest
 
 from gateway_kernel import Account, create_gateway
-from gateway_kernel.db import MigrationRecord, migrate
+from gateway_kernel.db import Migration, MigrationRecord, migrate
 from gateway_kernel.testing import SERVICE_SECRET
-from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
+from gateway_plugins.engines.tokens import new_engine_token, token_digest
 
 ROWS_PER_TABLE = 3
+#: Plugins whose tables an older version created in another plugin's first migration:
+#: plugin -> the plugin that created them (issue 15 split these out of engines).
+MOVED = {"killswitch": "engines", "user_state": "engines"}
 _NS = uuid.UUID("6f1c2a52-0000-4000-8000-0000000f10a7")
 _BASE_TIME = dt.datetime(2025, 3, 1, 12, 0, 0)
 
@@ -100,16 +105,34 @@ def _read_back(model: type[peewee.Model], row: dict[str, Any]) -> dict[str, Any]
     return {model._meta.fields[name].column_name: value for name, value in found.items()}
 
 
+def old_plan(gateway) -> list[tuple[str, list[Migration]]]:
+    plan = gateway.migration_plan()
+    first = {plugin: migrations[:1] for plugin, migrations in plan}
+    old = []
+    for plugin, migrations in plan:
+        if plugin in MOVED or not migrations:
+            continue
+        parts = [migrations[0], *(first[p][0] for p, origin in MOVED.items()
+                                  if origin == plugin and first.get(p))]
+
+        def apply(db, parts=parts) -> None:
+            for part in parts:
+                part.apply(db)
+
+        old.append((plugin, [Migration(migrations[0].name, apply)]))
+    return old
+
+
 @pytest.fixture
 def old_gateway(gateway_database_url):
-    """A gateway whose database holds only the first migration of the kernel and each plugin."""
+    """A gateway whose database holds only the first migration of the kernel and each plugin,
+    the tables of a MOVED plugin made (and recorded) by the first migration of its origin."""
     gateway = create_gateway(environ={}, settings={
         "DATABASE_URL": gateway_database_url,
         "FLOWORK_PLUGINS": "bundled",
         "GATEWAY_SECRET_TOKEN": SERVICE_SECRET,
     })
-    old_plan = [(plugin, migrations[:1]) for plugin, migrations in gateway.migration_plan()]
-    migrate(gateway.db, old_plan)
+    migrate(gateway.db, old_plan(gateway))
     try:
         yield gateway
     finally:
@@ -130,6 +153,10 @@ def test_upgrade_from_first_schema_keeps_every_row_and_serves_it(old_gateway, ma
             for i, t in enumerate(tokens)
         ],
         "sharing_engine_share": [{"role": "runner"}] * ROWS_PER_TABLE,
+        "engines_user_state": [{"key": f"old_key_{i}", "value": json.dumps({"old": i})}
+                               for i in range(ROWS_PER_TABLE)],
+        "engines_disabled_component": [{"component_id": f"old.component.{i}"}
+                                       for i in range(ROWS_PER_TABLE)],
         # Not revoked: a cut-off long before any signature the test makes.
         "auth_crypto_revocation": [{"revoked_before": _BASE_TIME}] * ROWS_PER_TABLE,
     }
@@ -140,7 +167,10 @@ def test_upgrade_from_first_schema_keeps_every_row_and_serves_it(old_gateway, ma
             before = _fill(gateway, models, overrides)
             counts = {m._meta.table_name: m.select().count() for m in models
                       if m._meta.table_name in before}
-        pending = [f"{p}:{m.name}" for p, ms in gateway.migration_plan() for m in ms[1:]]
+        done = {f"{p}:{m.name}" for p, ms in old_plan(gateway) for m in ms}
+        pending = [f"{p}:{m.name}" for p, ms in gateway.migration_plan() for m in ms
+                   if f"{p}:{m.name}" not in done]
+        assert {f"{p}:0001_initial" for p in MOVED} <= set(pending)  # they find their tables
         assert gateway.migrate() == pending
         with gateway.db.connection_context():
             planned = {p for p, ms in gateway.migration_plan() if ms}
@@ -156,7 +186,11 @@ def test_upgrade_from_first_schema_keeps_every_row_and_serves_it(old_gateway, ma
         from gateway_kernel.db import deactivate
 
         deactivate(token)
-    assert {"engines_engine", "sharing_engine_share", Account._meta.table_name} <= set(before)
+    assert {"engines_engine", "sharing_engine_share", "engines_user_state",
+            "engines_disabled_component", Account._meta.table_name} <= set(before)
+    # The moved tables kept their names and have one owner each: their new plugin.
+    assert gateway.table_owners["engines_disabled_component"] == "killswitch"
+    assert gateway.table_owners["engines_user_state"] == "user_state"
 
     # The API serves the old rows: owners see their engines, engine tokens still work.
     gateway.start()
@@ -178,6 +212,13 @@ def test_upgrade_from_first_schema_keeps_every_row_and_serves_it(old_gateway, ma
                                 headers=signers[0].headers())
         assert r.status_code == 200, r.text
         assert [s["public_address"] for s in r.json] == [signers[1].address]
+    # The kill switch and GUI state written under engines are served by their own plugins.
+    r = client.simulate_get("/api/v1/system/disabled-components",
+                            headers={"X-API-Key": SERVICE_SECRET})
+    assert r.status_code == 200 and r.json == [f"old.component.{i}" for i in range(ROWS_PER_TABLE)]
+    for i, signer in enumerate(signers):
+        r = client.simulate_get(f"/api/v1/user/state/old_key_{i}", headers=signer.headers())
+        assert r.status_code == 200 and r.json == {"old": i}, r.text
 
 
 def test_enabling_more_plugins_on_an_existing_database_keeps_accounts(gateway_database_url,

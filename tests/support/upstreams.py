@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from gateway_kernel import GatewayPlugin, hookimpl
 from gateway_kernel.errors import GatewayError, not_found, unavailable
-from gateway_plugins.proxy.forward import UpstreamAborted as UpstreamAborted  # for the tests
+from gateway_plugins.proxy.errors import UpstreamAborted as UpstreamAborted  # for the tests
 from gateway_plugins.proxy.hookspecs import EngineTarget
 from tests.support.procs import free_port
 

@@ -19,7 +19,7 @@ import pytest
 
 from gateway_kernel import Account
 from gateway_plugins.auth_crypto.signing import Signer
-from gateway_plugins.engines import resources as engine_resources
+from gateway_plugins.engines.resources import owner as engine_resources
 from tests.support.concurrency import race
 from tests.support.stub_engine import StubEngine
 
@@ -304,7 +304,7 @@ def test_non_canonical_link_ids_are_404(client, signer):
 
 
 def bad_token() -> str:
-    from gateway_plugins.auth_internal.tokens import new_engine_token
+    from gateway_plugins.engines.tokens import new_engine_token
 
     return new_engine_token()  # well-formed, belongs to no engine
 

@@ -134,7 +134,7 @@ def test_non_canonical_engine_id_header_is_404(served):
 
 def test_token_guessing_is_logged_and_throttled(served):
     """Last in this module: it leaves 127.0.0.1 throttled on this server."""
-    from gateway_plugins.auth_internal.tokens import new_engine_token
+    from gateway_plugins.engines.tokens import new_engine_token
 
     guesses: list[str] = []
     statuses: list[int] = []

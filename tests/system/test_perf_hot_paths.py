@@ -8,7 +8,7 @@ import peewee
 import pytest
 
 from gateway_kernel import GatewayError
-from gateway_plugins.proxy import forward
+from gateway_plugins.proxy import urls
 from tests.support.upstreams import ENGINE_A, Resolver, Upstream
 
 API = "/api/v1"
@@ -21,9 +21,9 @@ API = "/api/v1"
     ("http://[::1]:9000", "/api/v1/;a=b/@c?d=e:f/g?h"),
 ])
 def test_request_target_is_what_httpx_would_send(base, rest):
-    origin = forward._origin(base)
+    origin = urls.parse_origin(base)
     url = httpx.URL(base + rest)
-    assert forward._target(origin, base, rest) == url.raw_path
+    assert urls.request_target(origin, base, rest) == url.raw_path
     assert origin.address == (url.raw_scheme, url.raw_host, url.port)
     assert origin.host_header == url.netloc
 

@@ -11,8 +11,8 @@ import falcon.testing
 import pytest
 
 from gateway_kernel import utcnow
-from gateway_plugins.engines.claims import request_digest
 from gateway_plugins.engines.models import EngineClaim
+from gateway_plugins.engines.resources.claims import request_digest
 
 API = "/api/v1"
 

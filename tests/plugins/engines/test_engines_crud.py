@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from gateway_plugins.auth_internal.tokens import is_well_formed
 from gateway_plugins.engines.models import Engine, EngineClaim
+from gateway_plugins.engines.tokens import is_well_formed
 
 API = "/api/v1"
 

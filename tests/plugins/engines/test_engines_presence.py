@@ -13,8 +13,8 @@ import pytest
 from gateway_kernel import ConfigError, Principal, utcnow
 from gateway_kernel.db import is_postgres
 from gateway_kernel.errors import GatewayError
-from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 from gateway_plugins.engines.models import Engine
+from gateway_plugins.engines.tokens import new_engine_token, token_digest
 from gateway_plugins.engines.urls import InvalidEngineURL, validate_engine_url
 
 API = "/api/v1"

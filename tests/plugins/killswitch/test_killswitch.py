@@ -1,4 +1,4 @@
-"""Engines plugin: the kill switch (disabled components) over HTTP and the CLI."""
+"""The killswitch plugin: disabled components over HTTP and the CLI."""
 
 from __future__ import annotations
 
@@ -89,3 +89,41 @@ def test_cli_list_disable_enable(gateway_database_url, client, service_headers, 
     assert cli.main(["components", "enable", "flowork.bad"]) == 1
     assert cli.main(["components", "disable", "bad id"]) == 2
     assert "component_id" in capsys.readouterr().err
+
+
+# -- the kill switch is a plugin of its own -------------------------------------------------
+
+
+def test_kill_switch_needs_neither_engines_nor_realtime(make_gateway, service_headers):
+    import falcon.testing
+
+    client = falcon.testing.TestClient(make_gateway(plugins="auth_internal,killswitch"))
+    r = client.simulate_put(f"{BASE}/c1", json={"reason": "r"}, headers=service_headers)
+    assert r.status_code == 200, r.text
+    assert client.simulate_get(BASE, headers=service_headers).json == ["c1"]
+
+
+def test_realtime_runs_without_the_kill_switch(make_gateway, service_headers):
+    import falcon.testing
+
+    # realtime implements killswitch's hook as optional: leaving killswitch out is no error.
+    gateway = make_gateway(plugins="auth_crypto,auth_internal,engines,sharing,realtime")
+    assert "killswitch" not in gateway.plugins
+    r = falcon.testing.TestClient(gateway).simulate_get(BASE, headers=service_headers)
+    assert r.status_code == 404
+
+
+def test_plugins_command_lists_killswitch_and_user_state(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path.as_posix()}/p.db")
+    monkeypatch.setenv("FLOWORK_PLUGINS", "bundled")
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    killswitch = out[out.index("killswitch "):out.index("user_state ")]
+    assert "  declares: flowork_kill_switch_changed\n" in killswitch
+    assert "  tables:   engines_disabled_component\n" in killswitch
+    assert "/api/v1/system/disabled-components/{component_id}" in killswitch
+    user_state = out[out.index("user_state "):]
+    user_state = user_state[:user_state.index("\n", user_state.index("  settings: "))]
+    assert "  tables:   engines_user_state\n" in user_state
+    assert "/api/v1/user/state/{key}" in user_state
+    assert "  settings: FLOWORK_LIMIT_STATE_KEYS_PER_USER" in user_state

@@ -60,7 +60,7 @@ def test_address_limit_counts_public_and_anonymous_requests(make_gateway):
 
 
 def test_engine_and_service_principals_are_counted(make_gateway, signer, service_headers):
-    _, client = limited(make_gateway, "engines:principal=1/minute")
+    _, client = limited(make_gateway, "killswitch:principal=1/minute")
     assert client.simulate_get(API + "/system/disabled-components",
                                headers=service_headers).status_code == 200
     r = client.simulate_get(API + "/system/disabled-components", headers=service_headers)

@@ -453,3 +453,19 @@ def test_deleting_engine_or_account_removes_its_shares(env, users) -> None:
     assert env.count(EngineShare) == 1
     assert [s["user_id"] for s in env.get(f"/engines/{kept}/shares", alice).json] == [
         bob.address]
+
+
+def test_other_plugins_use_only_the_published_api_of_engines() -> None:
+    """Plugins reach engines through hooks or gateway_plugins.engines.api, never its internal
+    modules, and never read its online window setting (they ask engines' presence rule)."""
+    import re
+    from pathlib import Path
+
+    plugins = Path(__file__).resolve().parent.parent / "plugins"
+    for path in plugins.rglob("*.py"):
+        if path.relative_to(plugins).parts[0] == "engines":
+            continue
+        text = path.read_text(encoding="utf-8")
+        used = set(re.findall(r"gateway_plugins\.engines(?:\.\w+)*", text))
+        assert used <= {"gateway_plugins.engines.api"}, (path, used)
+        assert "FLOWORK_ENGINE_ONLINE_S" not in text, path

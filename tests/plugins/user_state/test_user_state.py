@@ -1,4 +1,4 @@
-"""Engines plugin: per-user GUI state (GET/PUT /user/state/{key})."""
+"""The user_state plugin: per-user GUI state (GET/PUT /user/state/{key})."""
 
 from __future__ import annotations
 
@@ -99,3 +99,11 @@ def test_lone_surrogate_is_stored_safely(client, signer):
 def test_state_needs_a_signed_user(client):
     r = client.simulate_get(f"{API}/user/state/favorite_presets")
     assert (r.status_code, r.json["code"]) == (401, "missing_auth")
+
+
+def test_user_state_needs_no_engines(make_gateway, signer):
+    import falcon.testing
+
+    client = falcon.testing.TestClient(make_gateway(plugins="auth_crypto,user_state"))
+    assert put(client, signer, "gui_settings", {"a": 1}).status_code == 200
+    assert get(client, signer, "gui_settings").json == {"a": 1}

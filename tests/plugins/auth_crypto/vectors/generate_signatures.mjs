@@ -1,6 +1,7 @@
 // Independent test vectors for auth_crypto, signed with ethers.js (not the code under test).
 //
-//   npm install ethers@6.17.0 && node tests/vectors/generate_signatures.mjs > tests/vectors/signatures.json
+//   npm install ethers@6.17.0 && node tests/plugins/auth_crypto/vectors/generate_signatures.mjs \
+//     > tests/plugins/auth_crypto/vectors/signatures.json
 //
 // Each vector is what a browser GUI sends (ethers `signMessage`, v in {27, 28}) plus two
 // derived forms of the same signature that must verify to the same signer: v in {0, 1}

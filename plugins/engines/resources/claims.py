@@ -25,14 +25,14 @@ import peewee
 
 from gateway_kernel import Gateway, utcnow
 from gateway_kernel.db import run_transaction
-from gateway_kernel.errors import GatewayError, bad_request, conflict, not_found
+from gateway_kernel.errors import bad_request, conflict, not_found
 from gateway_kernel.http import parse_uuid, read_json_object, send_json
-from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
-from . import errors as codes
-from .models import Engine, EngineClaim
-from .resources import account_of
-from .settings import EnginesConfig
+from ..errors import authorization_pending, expired_token
+from ..models import Engine, EngineClaim
+from ..settings import EnginesConfig
+from ..tokens import new_engine_token, token_digest
+from .owner import account_of
 
 PURGE_AFTER = dt.timedelta(hours=1)
 
@@ -44,14 +44,6 @@ def request_digest(request_id: Any, field: str) -> str:
     except (TypeError, ValueError, AttributeError):
         raise bad_request(f"'{field}' must be a UUID") from None
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
-
-
-def authorization_pending() -> GatewayError:
-    return not_found("The owner has not approved this request (yet)", codes.AUTHORIZATION_PENDING)
-
-
-def expired_token() -> GatewayError:
-    return not_found("This request has expired or was already claimed", codes.EXPIRED_TOKEN)
 
 
 def purge_expired(now: dt.datetime) -> int:

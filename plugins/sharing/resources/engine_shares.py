@@ -1,5 +1,5 @@
-"""Engine shares: list/create/delete (seed paths and the GUI's compatibility aliases), the
-engines shared with me, and the queries behind the flowork_* contract hooks.
+"""Engine shares: list/create/delete (seed paths and the GUI's compatibility aliases), and
+the engines shared with me.
 
 Every route answers 404 ``not_found`` unless the caller owns the engine, so a stranger learns
 nothing about engines that exist.
@@ -12,16 +12,14 @@ from typing import TYPE_CHECKING, Any
 import falcon
 import peewee
 
-from gateway_kernel import Account, Param, Prepared, utcnow
+from gateway_kernel import Account, utcnow
 from gateway_kernel.db import is_postgres
 from gateway_kernel.errors import bad_request, conflict, limit_reached, not_found
 from gateway_kernel.http import isoformat, parse_uuid, read_json_object, require_str, send_json
-from gateway_plugins.engines.hookspecs import EngineGuest, EngineStatus
-from gateway_plugins.engines.models import Engine, engine_json
-from gateway_plugins.engines.presence import status_of
+from gateway_plugins.engines.api import Engine, Presence
 
-from . import errors as codes
-from .models import EngineShare
+from .. import errors
+from ..models import EngineShare
 
 if TYPE_CHECKING:
     from gateway_kernel import Gateway
@@ -87,9 +85,9 @@ def create_share(gateway: Gateway, engine: Engine, owner: Account, identifier: s
     _shares_left(engine, limit)
     guest = gateway.find_account(identifier)  # may create a well-formed, unseen address
     if guest is None:
-        raise not_found("No user with that username or address", codes.USER_NOT_FOUND)
+        raise errors.user_not_found()
     if guest.id == owner.id:
-        raise bad_request("You cannot share an engine with yourself", codes.CANNOT_SHARE_WITH_SELF)
+        raise errors.cannot_share_with_self()
     try:
         # A savepoint, so the unique violation does not poison an outer transaction
         # (PostgreSQL) and concurrent duplicates give exactly one success.
@@ -134,56 +132,6 @@ def delete_share(gateway: Gateway, engine: Engine, shared_user_id: str) -> None:
     if EngineShare.delete().where(EngineShare.id == share.id).execute():
         gateway.hook.flowork_engine_shares_changed(engine_id=engine.id,
                                                    account_id=share.account_id, change="revoked")
-
-
-# -- contract hooks --------------------------------------------------------------------------
-
-
-# The proxy and get-engine-auth-info call these on every request: SQL generated once per
-# database (Prepared), never per call; every call still reads the table, so a revoked share
-# takes effect at once.
-GUESTS_OF_ENGINE = Prepared(lambda: (
-    EngineShare.select(EngineShare, Account)
-    .join(Account)
-    .where(EngineShare.engine == Param("engine_id"))
-    .order_by(EngineShare.id)
-))
-GUEST_ROLE = Prepared(lambda: (
-    EngineShare.select(EngineShare.role)
-    .where((EngineShare.engine == Param("engine_id")) & (EngineShare.account == Param("account_id")))
-    .limit(1)
-    .tuples()
-))
-SHARED_WITH = Prepared(lambda: (
-    EngineShare.select(EngineShare.engine).where(EngineShare.account == Param("account_id")).tuples()
-))
-
-
-def engine_guests(engine_id: str) -> list[EngineGuest]:
-    return [EngineGuest(share.account, share.role)
-            for share in GUESTS_OF_ENGINE.run(engine_id=engine_id)]
-
-
-def engine_guest_role(engine_id: str, account_id: int) -> str | None:
-    return GUEST_ROLE.scalar(engine_id=engine_id, account_id=account_id)
-
-
-def engines_shared_with(account_id: int) -> list[str]:
-    return [engine_id for (engine_id,) in SHARED_WITH.run(account_id=account_id)]
-
-
-SHARED_STATUSES = Prepared(lambda: (
-    Engine.select(Engine.id, Engine.name, Engine.owner, Engine.last_seen, Engine.socket_until)
-    .join(EngineShare, on=(EngineShare.engine == Engine.id))
-    .where(EngineShare.account == Param("account_id"))
-    .tuples()
-))
-
-
-def shared_statuses(account_id: int, online_s: int) -> list[EngineStatus]:
-    """Presence of the engines shared with ``account_id`` (the engines plugin's rule)."""
-    now = utcnow()
-    return [status_of(row, online_s, now) for row in SHARED_STATUSES.run(account_id=account_id)]
 
 
 # -- resources -------------------------------------------------------------------------------
@@ -248,8 +196,8 @@ class DeleteShareByBodyResource:
 class SharedEnginesResource:
     """GET /user/shared-engines: engines other users shared with the caller."""
 
-    def __init__(self, online_s: int) -> None:
-        self.online_s = online_s
+    def __init__(self, presence: Presence) -> None:
+        self.presence = presence
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         owner_alias = Account.alias()
@@ -265,9 +213,9 @@ class SharedEnginesResource:
         for share in query:
             engine = share.engine
             owner = engine.owner
-            # engine_json is the engines plugin's shape and online rule, so both lists agree.
+            # The engines plugin's shape and online rule, so both lists agree.
             result.append({
-                **engine_json(engine, self.online_s, now),
+                **self.presence.engine_json(engine, now),
                 "owner": {
                     "user_id": owner.public_address,
                     "username": owner.username,

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any
 import falcon
 
 from gateway_kernel import Account, utcnow
-from gateway_kernel.db import is_postgres
-from gateway_kernel.errors import GatewayError, bad_request, limit_reached, not_found
+from gateway_kernel.accounts import lock_account
+from gateway_kernel.errors import bad_request, limit_reached, not_found
 from gateway_kernel.http import isoformat, parse_uuid, read_json_object, send_json
 
-from . import errors as codes
-from .models import WorkflowLink
+from .. import errors
+from ..models import WorkflowLink
 
 if TYPE_CHECKING:
     from gateway_kernel import Gateway
@@ -40,10 +40,6 @@ def _caller(req: falcon.Request) -> Account:
     return req.context.principal.account
 
 
-def invalid_token() -> GatewayError:
-    return not_found("Share link not found or expired", codes.INVALID_SHARE_TOKEN)
-
-
 def check_preset_name(name: str) -> str:
     """1-128 characters, not blank, no control/format characters, no slashes. Stored as given
     (no trimming, no case folding): it is the key the GUI uses for the preset."""
@@ -54,11 +50,7 @@ def check_preset_name(name: str) -> str:
         or "\\" in name
         or any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in name)
     ):
-        raise bad_request(
-            f"Preset name must be 1-{MAX_PRESET_NAME} characters, without control characters "
-            "or slashes",
-            codes.INVALID_PRESET_NAME,
-        )
+        raise errors.invalid_preset_name(MAX_PRESET_NAME)
     return name
 
 
@@ -185,10 +177,8 @@ class WorkflowLinksResource:
             )
 
         with self.gateway.db.atomic():
-            if is_postgres(self.gateway.db):
-                # Serialise this owner's link creations so that concurrent ones count each
-                # other ("Link N"); SQLite transactions already take the write lock at BEGIN.
-                Account.select(Account.id).where(Account.id == owner.id).for_update().execute()
+            # This owner's link creations count each other ("Link N").
+            lock_account(self.gateway.db, owner.id)
             link = insert()
         send_json(resp, {**link_json(link, self.base_url), "message": "Share link created"}, 201)
 
@@ -226,7 +216,7 @@ class ResolveLinkResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, share_token: str) -> None:
         if not _TOKEN_RE.fullmatch(share_token):
-            raise invalid_token()
+            raise errors.invalid_share_token()
         row = (
             WorkflowLink.select(WorkflowLink, Account)
             .join(Account)
@@ -234,7 +224,7 @@ class ResolveLinkResource:
             .first()
         )
         if row is None or (row.expires_at is not None and row.expires_at <= utcnow()):
-            raise invalid_token()
+            raise errors.invalid_share_token()
         owner = row.owner
         resp.set_header("Cache-Control", "no-store")  # access ends the moment a link goes
         send_json(resp, {

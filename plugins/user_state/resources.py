@@ -14,12 +14,12 @@ from typing import Any
 import falcon
 
 from gateway_kernel import Gateway, utcnow
-from gateway_kernel.errors import bad_request, limit_reached
+from gateway_kernel.accounts import lock_account
+from gateway_kernel.errors import bad_request
 from gateway_kernel.http import read_json, send_json
 
-from . import errors as codes
+from . import errors
 from .models import UserState
-from .resources import account_of, lock_account
 
 MAX_VALUE_BYTES = 64 * 1024
 KEY = re.compile(r"^[a-z0-9_]{1,64}$")
@@ -28,7 +28,7 @@ EMPTY = b"[]"
 
 def check_key(key: str) -> str:
     if not KEY.match(key):
-        raise bad_request("key must be 1-64 characters of a-z, 0-9 and '_'", codes.INVALID_KEY)
+        raise errors.invalid_key()
     return key
 
 
@@ -57,7 +57,8 @@ class UserStateItem:
         check_key(key)
         stored = (
             UserState.select(UserState.value)
-            .where((UserState.account == account_of(req).id) & (UserState.key == key))
+            .where((UserState.account == req.context.principal.account.id)
+                   & (UserState.key == key))
             .scalar()
         )
         resp.content_type = falcon.MEDIA_JSON
@@ -66,7 +67,7 @@ class UserStateItem:
     def on_put(self, req: falcon.Request, resp: falcon.Response, key: str) -> None:
         check_key(key)
         text = validate_value(key, read_json(req, limit=MAX_VALUE_BYTES))
-        account_id = account_of(req).id
+        account_id = req.context.principal.account.id
         mine = UserState.account == account_id
         with self.gateway.db.atomic():
             # A new key counts against the limit; the lock makes concurrent new keys of one
@@ -76,8 +77,7 @@ class UserStateItem:
                 not UserState.select().where(mine & (UserState.key == key)).exists()
                 and UserState.select().where(mine).count() >= self.max_keys
             ):
-                raise limit_reached("state keys per user", self.max_keys,
-                                    "FLOWORK_LIMIT_STATE_KEYS_PER_USER")
+                raise errors.too_many_keys(self.max_keys)
             UserState.insert(
                 account=account_id, key=key, value=text, updated_at=utcnow()
             ).on_conflict(

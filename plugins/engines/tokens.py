@@ -1,7 +1,13 @@
-"""Engine token format (API.md): ``dev_engine_`` + 30 random base62 + 6 base62 CRC32.
+"""Engine tokens, which the engines plugin issues (API.md): ``dev_engine_`` + 30 random
+base62 + 6 base62 CRC32.
 
 The checksum (GitHub-style) lets the gateway refuse a mistyped or made-up token without a
-database query; only the SHA-256 digest of a token is ever stored.
+database query; only the SHA-256 digest of a token is ever stored. The engine-token scheme
+(auth_internal) does not know this format: it hands the presented token to the
+``flowork_engine_by_token`` hook, which this plugin answers with :func:`is_well_formed` first
+and then one indexed lookup of :func:`token_digest`.
+
+A published module of the engines plugin: tests and tools mint and digest tokens with it.
 """
 
 from __future__ import annotations

@@ -6,8 +6,9 @@ from typing import Any
 
 from gateway_kernel.openapi import json_response, op, path_param, ref
 
-from .engine_shares import ROLES
-from .workflow_links import MAX_LINK_NAME, MAX_PRESET_NAME, PERMISSION_LEVELS
+from .errors import CANNOT_SHARE_WITH_SELF, INVALID_PRESET_NAME, INVALID_SHARE_TOKEN, USER_NOT_FOUND
+from .resources.engine_shares import ROLES
+from .resources.workflow_links import MAX_LINK_NAME, MAX_PRESET_NAME, PERMISSION_LEVELS
 
 _STR = {"type": "string"}
 _TIME = {"type": "string", "format": "date-time"}
@@ -68,8 +69,8 @@ _PRESET = path_param("preset_name", f"1-{MAX_PRESET_NAME} characters, no control
                      "or slashes")
 _SHARE_ID = path_param("share_id", "link id (UUID)", "uuid")
 _TOKEN = path_param("share_token", "the link's token")
-_SHARE_ERRORS = {400: ["cannot_share_with_self", "invalid_identifier"],
-                 404: ["not_found", "user_not_found"], 409: ["conflict", "limit_reached"]}
+_SHARE_ERRORS = {400: [CANNOT_SHARE_WITH_SELF, "invalid_identifier"],
+                 404: ["not_found", USER_NOT_FOUND], 409: ["conflict", "limit_reached"]}
 _TAGS = ["sharing"]
 
 
@@ -134,13 +135,13 @@ def openapi_part() -> dict[str, Any]:
                 "get": op("Share links of my workflow, newest first", "user",
                           {200: json_response({"type": "array",
                                                "items": ref("WorkflowShareLink")})},
-                          parameters=[_PRESET], errors={400: ["invalid_preset_name"]},
+                          parameters=[_PRESET], errors={400: [INVALID_PRESET_NAME]},
                           tags=_TAGS),
                 "post": op("Create a share link to my workflow", "user",
                            {201: json_response({"allOf": [ref("WorkflowShareLink"),
                                                           ref("ShareMessage")]}, "Created")},
                            body=link_body, body_required=False, parameters=[_PRESET],
-                           errors={400: ["invalid_preset_name"], 409: ["limit_reached"]},
+                           errors={400: [INVALID_PRESET_NAME], 409: ["limit_reached"]},
                            tags=_TAGS),
             },
             "/workflow-shares/{share_id}": {
@@ -158,7 +159,7 @@ def openapi_part() -> dict[str, Any]:
             "/workflow-shares/resolve/{share_token}": {
                 "get": op("What a share link grants (anyone with the link)", "public",
                           {200: json_response(ref("WorkflowShareResolution"))},
-                          parameters=[_TOKEN], errors={404: ["invalid_share_token"]},
+                          parameters=[_TOKEN], errors={404: [INVALID_SHARE_TOKEN]},
                           tags=_TAGS),
             },
         },

@@ -1,4 +1,4 @@
-"""Database: one proxy every plugin's models bind to, URL-selected backends, tracked migrations.
+"""Connecting: one proxy every plugin's models bind to, URL-selected backends, pooling.
 
 Plugins subclass :class:`BaseModel`. The proxy routes each query to the database of the
 gateway that is handling the current request (a context variable), so that several gateways
@@ -16,10 +16,7 @@ import datetime as dt
 import logging
 import os
 import select
-import threading
-import weakref
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -172,8 +169,7 @@ def open_database(url: str, pool_size: int = 20, pool_timeout: float = 10.0) -> 
             database_path, pragmas=SQLITE_PRAGMAS, check_same_thread=False, timeout=5,
             lock_type="IMMEDIATE",
         )
-    if not scheme.startswith("sqlite"):
-        _require_postgres_driver(parsed.scheme)
+    _require_postgres_driver(parsed.scheme)
     if scheme in ("postgres", "postgresql", "postgresext", "postgresqlext"):
         url = url.replace(parsed.scheme + "://", "postgresql+pool://", 1)
     elif scheme in ("cockroachdb", "crdb"):
@@ -283,179 +279,3 @@ def run_transaction(db: peewee.Database, fn: Callable[[], object], retries: int 
         return db.run_transaction(lambda _db: fn(), max_attempts=retries)
     with db.atomic():
         return fn()
-
-
-# -- prepared queries ------------------------------------------------------------------------
-
-
-class Param(peewee.ColumnBase):
-    """A named placeholder in a :class:`Prepared` query: ``Engine.owner == Param("owner")``.
-
-    Values are converted like literal ones (a field's ``db_value`` on the other side of a
-    comparison applies), but at run time.
-    """
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-
-    def __sql__(self, ctx: peewee.Context) -> peewee.Context:
-        return ctx.value(_Slot(self.name, ctx.state.converter), converter=False)
-
-
-@dataclass(frozen=True)
-class _Slot:
-    name: str
-    converter: Callable[[object], object] | None
-
-
-@dataclass(frozen=True)
-class _Compiled:
-    query: peewee.Query
-    sql: str
-    params: tuple[object, ...]  # fixed values and _Slot markers, in placeholder order
-
-
-class Prepared:
-    """A peewee query turned into SQL once per database, then run with new values.
-
-    Generating SQL is peewee's expensive part (0.1-0.3 ms for a small SELECT, more than
-    Falcon's whole request: docs/PERFORMANCE.md); executing it on SQLite or a pooled
-    PostgreSQL connection costs a few microseconds. Build hot-path queries once, at import
-    or start-up, with :class:`Param` where values change::
-
-        ENGINES_OF = Prepared(lambda: Engine.select(Engine.id, Engine.name)
-                              .where(Engine.owner == Param("owner"))
-                              .order_by(Engine.name))
-
-        for engine in ENGINES_OF.run(owner=account.id):   # model instances, as usual
-            ...
-
-    ``.tuples()``, ``.dicts()``, joins and ``.objects()`` behave as on the query itself.
-    Thread-safe; the SQL is cached per database (SQLite and PostgreSQL differ), so one
-    Prepared serves every gateway in the process.
-    """
-
-    def __init__(self, build: Callable[[], peewee.Query]) -> None:
-        self._build = build
-        self._compiled: weakref.WeakKeyDictionary[peewee.Database, _Compiled] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
-
-    def _for(self, db: peewee.Database) -> _Compiled:
-        compiled = self._compiled.get(db)
-        if compiled is None:
-            query = self._build()
-            sql, params = db.get_sql_context().sql(query).query()
-            compiled = _Compiled(query, sql, tuple(params))
-            with self._lock:
-                self._compiled[db] = compiled
-        return compiled
-
-    def sql(self, db: peewee.Database | None = None) -> tuple[str, tuple[object, ...]]:
-        """The SQL and parameter template for ``db`` (default: the current gateway's)."""
-        compiled = self._for(db or database._target())
-        return compiled.sql, compiled.params
-
-    def cursor(self, **values: object) -> Any:
-        """Execute on the current gateway's database; the raw DB-API cursor."""
-        db = database._target()
-        compiled = self._for(db)
-        params = [_bind(p, values) if isinstance(p, _Slot) else p for p in compiled.params]
-        return db.execute_sql(compiled.sql, params)
-
-    def run(self, **values: object) -> Any:
-        """Execute; rows as the query would give them (models, tuples, dicts...)."""
-        db = database._target()
-        compiled = self._for(db)
-        params = [_bind(p, values) if isinstance(p, _Slot) else p for p in compiled.params]
-        return compiled.query._get_cursor_wrapper(db.execute_sql(compiled.sql, params))
-
-    def first(self, **values: object) -> Any:
-        """The first row, or None (give the query a ``.limit(1)``)."""
-        for row in self.run(**values):
-            return row
-        return None
-
-    def scalar(self, **values: object) -> Any:
-        """The first column of the first row, or None."""
-        row = self.cursor(**values).fetchone()
-        return None if row is None else row[0]
-
-
-def _bind(slot: _Slot, values: dict[str, object]) -> object:
-    try:
-        value = values[slot.name]
-    except KeyError:
-        raise TypeError(f"prepared query needs a value for {slot.name!r}") from None
-    return slot.converter(value) if slot.converter is not None else value
-
-
-# -- migrations ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One schema step of one plugin; applied once, in list order, recorded by ``name``."""
-
-    name: str
-    apply: Callable[[peewee.Database], None]
-
-
-def create_tables(name: str, *models: type[peewee.Model]) -> Migration:
-    """The usual first migration: create these models' tables (and indexes)."""
-
-    def apply(db: peewee.Database) -> None:
-        db.create_tables(models, safe=True)
-
-    return Migration(name, apply)
-
-
-class MigrationRecord(BaseModel):
-    plugin = peewee.CharField(max_length=100)
-    name = peewee.CharField(max_length=200)
-    applied_at = peewee.DateTimeField(default=utcnow)
-
-    class Meta:
-        table_name = "gateway_migration_history"
-        indexes = ((("plugin", "name"), True),)
-
-
-_MIGRATION_LOCK_KEY = 0x466C6F776F726B  # "Flowork": serialises concurrent instances
-
-
-def migrate(db: peewee.Database, plan: Sequence[tuple[str, Iterable[Migration]]]) -> list[str]:
-    """Apply pending migrations, plugin by plugin in ``plan`` order; return what was applied.
-
-    Each migration runs in its own transaction together with its history row, so a failure
-    leaves the database at the previous step. On PostgreSQL an advisory lock keeps two
-    instances starting at once from racing.
-    """
-    token = activate(db)
-    applied: list[str] = []
-    try:
-        with db.connection_context():
-            locked = is_postgres(db) and not is_cockroach(db)
-            if locked:
-                # Before anything else: CREATE TABLE IF NOT EXISTS is not safe against a
-                # concurrent CREATE on PostgreSQL (duplicate key in pg_type).
-                db.execute_sql("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
-            try:
-                db.create_tables([MigrationRecord], safe=True)
-                done = {(r.plugin, r.name) for r in MigrationRecord.select()}
-                for plugin, migrations in plan:
-                    for migration in migrations:
-                        if (plugin, migration.name) in done:
-                            continue
-                        with db.atomic():
-                            migration.apply(db)
-                            MigrationRecord.create(plugin=plugin, name=migration.name)
-                        applied.append(f"{plugin}:{migration.name}")
-                        log.info("applied migration %s:%s", plugin, migration.name)
-            finally:
-                if locked:
-                    db.execute_sql("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_KEY,))
-    finally:
-        deactivate(token)
-    return applied

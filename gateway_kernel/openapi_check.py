@@ -1,24 +1,36 @@
-"""Validate gateway responses against the gateway's own OpenAPI document.
+"""OpenAPI conformance: a gateway's responses checked against its own OpenAPI document.
 
-Used by ``conftest.py`` so that every response any test receives from a documented route is
-checked: its status must be documented for that operation and its JSON body must match the
+Part of the testing kit (:mod:`gateway_kernel.testing`: the ``openapi_check`` fixture checks
+every response a test client receives). :func:`check` takes one response of a documented
+route: its status must be documented for that operation and its JSON body must match the
 documented schema. Undocumented paths (the proxy's pass-through, test-only plugins) are left
-alone; the drift test in ``test_openapi.py`` makes sure no real route is undocumented.
+alone; that every real route is documented is a separate check (the project's
+``tests/kernel/test_openapi.py``). Needs ``jsonschema`` (in the ``test`` extra).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import weakref
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+from .api import API_PREFIX
+from .openapi import build_document
 
-from gateway_kernel.app import API_PREFIX, Gateway
-from gateway_kernel.openapi import build_document
+if TYPE_CHECKING:
+    import jsonschema
 
-_documents: dict[int, tuple[dict[str, Any], list[tuple[re.Pattern[str], str]]]] = {}
+    from .app import Gateway
+
+_Patterns = list[tuple[re.Pattern[str], str]]
+_documents: weakref.WeakKeyDictionary[Gateway, tuple[dict[str, Any], _Patterns]] = (
+    weakref.WeakKeyDictionary())
+
+
+class ResponseMismatch(AssertionError):
+    """A response that its operation in the OpenAPI document does not describe."""
 
 
 def _compile(template: str) -> re.Pattern[str]:
@@ -27,30 +39,32 @@ def _compile(template: str) -> re.Pattern[str]:
     return re.compile(f"^{regex}$")
 
 
-def document_for(gateway: Gateway) -> tuple[dict[str, Any], list[tuple[re.Pattern[str], str]]]:
-    key = id(gateway)
-    if key not in _documents:
+def document_for(gateway: Gateway) -> tuple[dict[str, Any], _Patterns]:
+    """``gateway``'s document and its path patterns (built once per gateway)."""
+    found = _documents.get(gateway)
+    if found is None:
         doc = build_document(gateway)
         # Literal segments win over templated ones (as Falcon routes them).
         patterns = sorted(((_compile(p), p) for p in doc["paths"]),
                           key=lambda item: item[1].count("{"))
-        _documents[key] = (doc, patterns)
-    return _documents[key]
+        found = _documents[gateway] = (doc, patterns)
+    return found
 
 
 @lru_cache(maxsize=512)
 def _validator(schema_json: str, components_json: str) -> jsonschema.protocols.Validator:
+    import jsonschema
+
     schema = json.loads(schema_json)
     schema["components"] = json.loads(components_json)
     return jsonschema.Draft202012Validator(schema)
 
 
-class ResponseMismatch(AssertionError):
-    pass
-
-
 def check(gateway: Gateway, method: str, path: str, status: int, content_type: str,
           body: bytes) -> None:
+    """Raise :class:`ResponseMismatch` if this response of ``gateway`` is not what its
+    document says ``method path`` answers (paths outside the API prefix, OPTIONS and HEAD,
+    and undocumented paths are not checked)."""
     if not path.startswith(API_PREFIX) or method in ("OPTIONS", "HEAD"):
         return
     doc, patterns = document_for(gateway)

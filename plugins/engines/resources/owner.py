@@ -1,4 +1,4 @@
-"""Engine routes: the owner's CRUD (user principal) and the engine's own (engine principal).
+"""The owner's engine routes (user principal): list, register, delete, reset token, rename.
 
 Every owner route checks ownership inside the one statement that acts (``WHERE id = ? AND
 owner = ?``), so "not yours" and "does not exist" are the same 404 and cost one query.
@@ -13,17 +13,15 @@ import falcon
 import peewee
 
 from gateway_kernel import Gateway, Param, Prepared, utcnow
-from gateway_kernel.accounts import Account
+from gateway_kernel.accounts import Account, lock_account
 from gateway_kernel.db import is_postgres
-from gateway_kernel.errors import GatewayError, bad_request, limit_reached, not_found
+from gateway_kernel.errors import bad_request, limit_reached, not_found
 from gateway_kernel.http import parse_uuid, read_json_object, require_str, send_json
-from gateway_kernel.netpolicy import URLRefused, for_gateway
-from gateway_plugins.auth_internal.tokens import new_engine_token, token_digest
 
-from . import errors as codes
-from . import queries
-from .models import Engine, engine_json, engine_row_json
-from .settings import EnginesConfig
+from ..models import Engine
+from ..presence import engine_json, engine_row_json
+from ..settings import EnginesConfig
+from ..tokens import new_engine_token, token_digest
 
 NAME_MAX = 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -34,11 +32,6 @@ def account_of(req: falcon.Request) -> Account:
     return req.context.principal.account
 
 
-def engine_id_of(req: falcon.Request) -> str:
-    """The calling engine's id (engine routes only)."""
-    return req.context.principal.engine_id
-
-
 def engine_name(body: dict[str, Any]) -> str:
     """``body["name"]`` trimmed, 1-100 characters, no control characters; else 400."""
     name = require_str(body, "name", max_len=NAME_MAX)
@@ -47,37 +40,17 @@ def engine_name(body: dict[str, Any]) -> str:
     return name
 
 
-def lock_account(db: peewee.Database, account_id: int) -> None:
-    """Serialise this account's creates until the transaction ends, so that a count taken
-    next is exact (the limits of API.md): a row lock on PostgreSQL; SQLite's IMMEDIATE
-    transaction already holds the database's write lock."""
-    if is_postgres(db):
-        Account.select(Account.id).where(Account.id == account_id).for_update().execute()
-
-
-def invalid_engine_token() -> GatewayError:
-    # The token authenticated a moment ago but its engine is gone (deleted or rotated).
-    return GatewayError(401, codes.INVALID_ENGINE_TOKEN, "Engine token is invalid")
-
-
 class _Resource:
     def __init__(self, gateway: Gateway, cfg: EnginesConfig) -> None:
         self.gateway = gateway
         self.cfg = cfg
 
 
-#: The engines list runs on every dashboard poll: SQL generated once per database
-#: (peewee's SQL generation cost more than the rest of the request, docs/PERFORMANCE.md).
+#: Runs on every dashboard poll, hence Prepared (why: gateway_kernel.db.Prepared).
 ENGINES_OF_OWNER = Prepared(lambda: (
     Engine.select(Engine.id, Engine.name, Engine.last_seen, Engine.socket_until)
     .where(Engine.owner == Param("owner"))
     .order_by(peewee.fn.LOWER(Engine.name), Engine.id)
-))
-#: Heartbeat without a URL change (the usual one): one prepared UPDATE. A heartbeat puts the
-#: engine back on the heartbeat rule (a socket that closed earlier no longer counts).
-TOUCH_ENGINE = Prepared(lambda: (
-    Engine.update({Engine.last_seen: Param("now"), Engine.socket_until: None})
-    .where(Engine.id == Param("engine_id"))
 ))
 
 
@@ -162,56 +135,3 @@ class UpdateName(_Resource):
         if not updated:
             raise not_found()
         send_json(resp, {"message": "Engine name updated", "id": eid, "name": name})
-
-
-class EngineAuthInfo:
-    """GET /engine/get-engine-auth-info: who may use this engine, and in which role."""
-
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        eid = engine_id_of(req)
-        owner = queries.owner_address(eid)
-        if owner is None:
-            raise invalid_engine_token()
-        roles: dict[str, str] = {owner: "owner"}
-        for guests in self.gateway.hook.flowork_engine_guests(engine_id=eid):
-            for guest in guests:
-                roles.setdefault(guest.account.address.lower(), guest.role)
-        send_json(resp, {"engine_id": eid, "authorized_addresses": list(roles), "roles": roles})
-
-
-class Heartbeat(_Resource):
-    """POST /engine/heartbeat {"url"?, "vitals"?}: one UPDATE marks the engine online.
-
-    ``url`` absent keeps the stored URL; ``null`` or ``""`` clears it; otherwise it must pass
-    the gateway's address policy (:mod:`gateway_kernel.netpolicy`). ``vitals`` (an object) is
-    accepted and not stored.
-    """
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_json_object(req)
-        vitals = body.get("vitals")
-        if vitals is not None and not isinstance(vitals, dict):
-            raise bad_request("'vitals' must be an object")
-        changes: dict[Any, Any] = {Engine.last_seen: utcnow(), Engine.socket_until: None}
-        if "url" in body:
-            url = body["url"]
-            if url is None or url == "":
-                changes[Engine.url] = None
-            elif not isinstance(url, str):
-                raise bad_request("'url' must be a string")
-            else:
-                try:
-                    changes[Engine.url] = for_gateway(self.gateway).check_url(url)
-                except URLRefused as exc:
-                    raise bad_request(f"Engine URL refused: {exc}", codes.INVALID_ENGINE_URL) from None
-        eid = engine_id_of(req)
-        if len(changes) == 2:
-            updated = TOUCH_ENGINE.cursor(now=changes[Engine.last_seen], engine_id=eid).rowcount
-        else:
-            updated = Engine.update(changes).where(Engine.id == eid).execute()
-        if not updated:
-            raise invalid_engine_token()
-        send_json(resp, {"status": "ok", "engine_id": eid, "interval_s": self.cfg.interval_s})
