@@ -31,9 +31,12 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(0, str(BENCH_DIR.parent))  # tests.support: the helpers shared with the tests
 
 import loadgen  # noqa: E402
 import run as suite  # noqa: E402
+
+from tests.support.procs import ServerProcess, clean_environment, gateway_argv  # noqa: E402
 
 API = "/api/v1"
 GIB = 1 << 30
@@ -79,7 +82,7 @@ class TempFileSampler:
             self._thread.join(5)
 
 
-def request_rows(ceiling: suite.Server, gateways: dict[str, suite.Server], seed: suite.Seed,
+def request_rows(ceiling: ServerProcess, gateways: dict[str, ServerProcess], seed: suite.Seed,
                  mode: suite.Mode, work: Path) -> list[list[str]]:
     """Waitress hello and the proxied GET on each server, rotated each round; median ratios."""
     engine_headers = {"X-Flowork-Engine-ID": seed.engine_ids[0]}
@@ -117,7 +120,7 @@ def request_rows(ceiling: suite.Server, gateways: dict[str, suite.Server], seed:
     return rows
 
 
-def transfer_rows(stub: suite.Server, gateway: suite.Server, tmpdir: Path, seed: suite.Seed,
+def transfer_rows(stub: ServerProcess, gateway: ServerProcess, tmpdir: Path, seed: suite.Seed,
                   mode: suite.Mode, work: Path) -> list[list[str]]:
     engine_headers = {"X-Flowork-Engine-ID": seed.engine_ids[0]}
     size = mode.transfer_bytes
@@ -192,28 +195,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     work = Path(tempfile.mkdtemp(prefix="flowork-bench-proxy-"))
     print(f"bench_proxy: work directory {work}", file=sys.stderr, flush=True)
-    servers: list[suite.Server] = []
+    servers: list[ServerProcess] = []
     try:
         ceiling_argv = [sys.executable, str(BENCH_DIR / "ceiling.py"), "--threads",
                         str(mode.threads), "--max-body", str(size + MIB)]
-        ceiling = suite.Server("ceiling", ceiling_argv, suite.clean_env({}), work)
-        stub = suite.Server("stub-engine", ceiling_argv, suite.clean_env({}), work)
+        plain = clean_environment({}, secret=None)
+        ceiling = ServerProcess(ceiling_argv, plain, work, name="ceiling")
+        stub = ServerProcess(ceiling_argv, plain, work, name="stub-engine")
         servers += [ceiling, stub]
-        gateways: dict[str, suite.Server] = {}
+        gateways: dict[str, ServerProcess] = {}
         tmpdirs: dict[str, Path] = {}
         for name, extra in (("default server", []), ("waitress", ["--server", "waitress"])):
             tmpdirs[name] = work / f"tmp-{name.replace(' ', '-')}"
             tmpdirs[name].mkdir()
-            env = suite.clean_env({
+            env = clean_environment({
                 "DATABASE_URL": f"sqlite:///{(work / 'gateway.db').as_posix()}",
                 "FLOWORK_PROXY_MAX_UPLOAD_BYTES": str(size + MIB),
                 "FLOWORK_PROXY_READ_TIMEOUT_S": "120",
                 "FLOWORK_ENGINE_ONLINE_S": "86400",
                 "TMPDIR": str(tmpdirs[name]),
-            })
+            }, secret=None)
             # Each server with serve's own default worker threads unless --threads is given.
-            gateways[name] = suite.Server(f"gateway-{name.replace(' ', '-')}",
-                                          [*suite.gateway_argv(args.threads), *extra], env, work)
+            gateways[name] = ServerProcess([*gateway_argv(args.threads), *extra], env, work,
+                                           name=f"gateway-{name.replace(' ', '-')}")
             servers.append(gateways[name])
             gateways[name].wait_up()  # one after the other: both migrate the same database
         for server in servers:

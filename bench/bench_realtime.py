@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,12 +24,16 @@ import httpx
 import socketio
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from procs import GatewayProcess, clean_environment, free_port  # noqa: E402
-from realtime_clients import EnginePeer, GuiPeer, socket_headers, start_gateway  # noqa: E402
+sys.path.insert(0, str(ROOT))  # tests.support: the helpers shared with the tests
 
 from gateway_plugins.auth_crypto.signing import Signer  # noqa: E402
+from tests.support.procs import ServerProcess, clean_environment, free_port  # noqa: E402
+from tests.support.realtime_clients import (  # noqa: E402
+    EnginePeer,
+    GuiPeer,
+    socket_headers,
+    start_gateway,
+)
 
 ENGINE_NS, GUI_NS = "/engine-socket", "/gui-socket"
 
@@ -66,22 +69,18 @@ def serve_baseline(port: int) -> None:
                 log_level="warning")
 
 
-def start_baseline(log_dir: Path) -> GatewayProcess:
+def start_baseline(log_dir: Path) -> ServerProcess:
     port = free_port()
-    log_path = log_dir / "baseline.log"
-    handle = open(log_path, "ab")
-    proc = subprocess.Popen([sys.executable, __file__, "--baseline-server", str(port)],
-                            env=clean_environment({}), stdout=handle, stderr=subprocess.STDOUT)
-    server = GatewayProcess(port=port, proc=proc, log_path=log_path, _log_handle=handle)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            httpx.get(f"{server.base}/socket.io/?EIO=4&transport=polling", timeout=1)
-            return server
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.stop()
-    raise RuntimeError("baseline server did not start")
+    server = ServerProcess([sys.executable, str(Path(__file__).resolve()), "--baseline-server",
+                            str(port)], clean_environment({}), log_dir, name="baseline",
+                           port=port, health="/socket.io/?EIO=4&transport=polling",
+                           listen_args=False)
+    try:
+        server.wait_up(30)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 # -- measurements ----------------------------------------------------------------------------
@@ -160,7 +159,7 @@ async def throughput(engine: EnginePeer, gui: GuiPeer, engine_id: str | None, co
     return 2 * count / (time.perf_counter() - started)
 
 
-async def idle_memory(server: GatewayProcess, base: str, signer: Signer | None, sockets: int,
+async def idle_memory(server: ServerProcess, base: str, signer: Signer | None, sockets: int,
                       path: str) -> float:
     """KiB of server RSS per idle GUI socket."""
     await asyncio.sleep(1)

@@ -1,9 +1,9 @@
 """Which async HTTP client should the proxy use upstream? CPU per request, measured.
 
 One client process (this one, a single event loop) against a stub engine in a second process
-(tests/async_upstreams.py: asyncio + llhttp, answering a 11-byte JSON body), so that the CPU
-time of this process is the client's alone (pyreqwest's tokio threads included, they are this
-process's). Rows:
+(tests/support/async_upstreams.py: asyncio + llhttp, answering a 11-byte JSON body), so that
+the CPU time of this process is the client's alone (pyreqwest's tokio threads included, they
+are this process's). Rows:
 
 - ``small GET``: ``--requests`` GETs, ``--concurrency`` in flight, body read: CPU µs a request
 - ``64 MiB down``: one streamed download, chunks iterated and dropped: CPU ms
@@ -272,8 +272,8 @@ def main() -> int:
     requests, rounds, transfer = args.requests, args.rounds, 64 * MIB
     if args.smoke:
         requests, rounds, transfer = 320, 1, 8 * MIB
-    stub = subprocess.Popen([sys.executable, str(ROOT / "tests" / "async_upstreams.py")],
-                            stdout=subprocess.PIPE, text=True)
+    stub = subprocess.Popen([sys.executable, "-m", "tests.support.async_upstreams"],
+                            stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert stub.stdout is not None
         base = f"http://127.0.0.1:{int(stub.stdout.readline())}"

@@ -6,13 +6,12 @@ Each command runs ``--runs`` times in a fresh process (like hyperfine); the tabl
 median wall time and its ratio to a bare ``python -c pass`` measured in the same run, so a
 shared machine's drift cancels out. ``plugins`` loads the whole gateway (every plugin,
 Falcon, peewee, eth_account) and is the reference for what ``--help`` avoids. The import
-graph itself is asserted by tests/test_cli_ops.py; this only measures.
+graph itself is asserted by tests/kernel/test_cli_ops.py; this only measures.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -20,7 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-GATEWAY = str(Path(sys.executable).parent / ("flowork-gateway.exe" if os.name == "nt" else "flowork-gateway"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
+
+from tests.support.procs import clean_environment, gateway_executable
+
+GATEWAY = gateway_executable()
 
 
 def median_seconds(command: list[str], runs: int, env: dict[str, str], cwd: str) -> float:
@@ -38,9 +41,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=15, help="runs per command (default 15)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as cwd:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWORK_", "DATABASE_URL"))}
-        env["DATABASE_URL"] = f"sqlite:///{Path(cwd, 'gw.db').as_posix()}"
-        env["FLOWORK_KEY_FILE"] = str(Path(cwd, "key"))
+        env = clean_environment({"DATABASE_URL": f"sqlite:///{Path(cwd, 'gw.db').as_posix()}",
+                                 "FLOWORK_KEY_FILE": str(Path(cwd, "key"))}, secret=None)
         rows = [
             ("python -c pass (baseline)", [sys.executable, "-c", "pass"]),
             ("flowork-gateway --help", [GATEWAY, "--help"]),

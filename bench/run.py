@@ -44,12 +44,14 @@ import httpx
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(0, str(ROOT))  # tests.support: the server helpers bench shares with the tests
 
 import loadgen  # noqa: E402
 
+from tests.support.procs import ServerProcess, clean_environment, gateway_argv, rss_kib  # noqa: E402
+
 API = "/api/v1"
 NOTES_FILE = ROOT / "docs" / "performance-notes.md"
-GATEWAY_ENV_PREFIXES = ("FLOWORK_", "DATABASE_URL", "GATEWAY_SECRET_TOKEN", "ECC_BACKEND_CLASS")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 GIB = 1 << 30
 MIB = 1 << 20
@@ -80,91 +82,6 @@ FULL = Mode("full", duration=5, warmup=1, rounds=3, transfer_bytes=GIB, transfer
             many_engines=10_000)
 SMOKE = Mode("smoke", duration=1, warmup=0, rounds=1, transfer_bytes=32 * MIB,
              transfer_rounds=1, many_engines=10_000)
-
-
-# -- servers ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def clean_env(settings: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(GATEWAY_ENV_PREFIXES)}
-    env.update(settings)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def rss_kib(pid: int) -> int | None:
-    """Resident set size of ``pid`` (Linux /proc), or None elsewhere."""
-    try:
-        with open(f"/proc/{pid}/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-class Server:
-    """One server subprocess on 127.0.0.1 with its own log file."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], workdir: Path,
-                 health: str = API + "/system/health") -> None:
-        self.name = name
-        self.port = free_port()
-        self.health = health
-        self.log_path = workdir / f"{name}.log"
-        self._log = open(self.log_path, "wb")  # closed in stop()
-        self.proc = subprocess.Popen(
-            [*argv, "--host", "127.0.0.1", "--port", str(self.port)],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=workdir,
-        )
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def wait_up(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                if httpx.get(self.base + self.health, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.name} did not come up in {timeout} s:\n{self.log_tail()}")
-            time.sleep(0.1)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-
-
-def gateway_argv(threads: int | None = None) -> list[str]:
-    """``flowork-gateway serve`` (its own default worker threads unless ``threads``)."""
-    exe = Path(sys.executable).parent / ("flowork-gateway.exe" if os.name == "nt" else "flowork-gateway")
-    argv = [str(exe) if exe.exists() else "flowork-gateway", "serve"]
-    return argv + (["--threads", str(threads)] if threads else [])
 
 
 # -- signatures -------------------------------------------------------------------------------
@@ -320,7 +237,7 @@ class Side:
     """One side of a row: a server, a path, and the headers of its requests."""
 
     label: str
-    server: Server
+    server: ServerProcess
     path: str
     headers: HeaderFactory = lambda: [{}]
 
@@ -461,7 +378,7 @@ class RssSampler:
         return None if self.before is None else (self.peak - self.before) / 1024
 
 
-def run_transfer(server: Server, path: str, headers: dict[str, str], direction: str,
+def run_transfer(server: ServerProcess, path: str, headers: dict[str, str], direction: str,
                  size: int, workdir: Path) -> loadgen.TransferResult:
     spec = workdir / "transfer-spec.json"
     spec.write_text(json.dumps({"host": "127.0.0.1", "port": server.port, "path": path,
@@ -475,7 +392,7 @@ def run_transfer(server: Server, path: str, headers: dict[str, str], direction: 
                                   seconds=data["seconds"])
 
 
-def compare_transfer(direction: str, direct: Server, gateway: Server,
+def compare_transfer(direction: str, direct: ServerProcess, gateway: ServerProcess,
                      headers: Callable[[], dict[str, str]], mode: Mode,
                      workdir: Path) -> list[Row]:
     """Direct to the stub engine vs through the proxy; throughput ratio and RSS growth."""
@@ -569,7 +486,7 @@ def health_on_new_connection(port: int, timeout: float = 10.0) -> bool:
     return answer.startswith(b"HTTP/1.1 200")
 
 
-def websocket_row(gateway: Server, mode: Mode, workdir: Path) -> Row:
+def websocket_row(gateway: ServerProcess, mode: Mode, workdir: Path) -> Row:
     """Idle WebSocket connections through a gateway_asgi_middleware echo (the hello plugin):
     the gateway's resident memory per connection."""
     count = 1000 if mode.name == "full" else 200
@@ -602,14 +519,14 @@ def websocket_row(gateway: Server, mode: Mode, workdir: Path) -> Row:
         extra={"open": opened["open"]})
 
 
-def siege_row(gateway: Server, stub: Server, seed: Seed, mode: Mode, workdir: Path) -> Row:
+def siege_row(gateway: ServerProcess, stub: ServerProcess, seed: Seed, mode: Mode, workdir: Path) -> Row:
     """200 signed proxied requests held open by an engine that never answers, plus 300
     connections dribbling their request head: health latency from a new connection each
     time (as a load balancer checks) and another user's proxied GET, throughout."""
     full = mode.name == "full"
     seconds = 15.0 if full else 3.0
     hanging, slow = 200, 300
-    proc = _slowpeers("siege", {"port": gateway.port, "path": API + "/bench/hang",
+    proc = _slowpeers("siege", {"port": gateway.port, "path": API + "/hang",
                                 "hanging": hanging, "slow_headers": slow,
                                 "seconds": seconds + 30}, workdir)
     health_ms: list[float] = []
@@ -685,22 +602,22 @@ class Suite:
         self.rows_wanted = list(rows)
         self.workdir = workdir
         self.postgres_url = postgres_url
-        self.servers: list[Server] = []
+        self.servers: list[ServerProcess] = []
         self.rows: list[Row] = []
         self.secret = secrets.token_hex(24)
 
     def _gateway(self, name: str, database_url: str, argv: list[str] | None = None,
-                 extra_env: dict[str, str] | None = None) -> Server:
-        env = clean_env({"DATABASE_URL": database_url, "GATEWAY_SECRET_TOKEN": self.secret,
-                         **(extra_env or {})})
-        server = Server(name, argv or gateway_argv(), env, self.workdir)
+                 extra_env: dict[str, str] | None = None) -> ServerProcess:
+        env = clean_environment({"DATABASE_URL": database_url, **(extra_env or {})},
+                                secret=self.secret)
+        server = ServerProcess(argv or gateway_argv(), env, self.workdir, name=name)
         self.servers.append(server)
         return server
 
-    def _python_server(self, name: str, script: str, *args: str) -> Server:
+    def _python_server(self, name: str, script: str, *args: str) -> ServerProcess:
         argv = [sys.executable, str(BENCH_DIR / script), "--threads", str(self.mode.threads),
                 *args]
-        server = Server(name, argv, clean_env({}), self.workdir)
+        server = ServerProcess(argv, clean_environment({}, secret=None), self.workdir, name=name)
         self.servers.append(server)
         return server
 
@@ -757,8 +674,9 @@ class Suite:
         print(f"  {', '.join(keys)}: {time.monotonic() - started:.1f} s", file=sys.stderr,
               flush=True)
 
-    def _rows(self, ceiling: Server, stub: Server, gateway: Server, many: Server | None,
-              original: Server | None, pg: Server | None, postgres_missing: bool) -> None:
+    def _rows(self, ceiling: ServerProcess, stub: ServerProcess, gateway: ServerProcess,
+              many: ServerProcess | None, original: ServerProcess | None, pg: ServerProcess | None,
+              postgres_missing: bool) -> None:
         mode, work = self.mode, self.workdir
         full = mode.name == "full"
         seed = seed_gateway(gateway.base)
@@ -771,7 +689,7 @@ class Suite:
         def signed(s: Seed, extra: dict[str, str] | None = None) -> HeaderFactory:
             return lambda: [{**s.signer.headers(), **(extra or {})}]
 
-        def cold(server: Server, estimate_key: str, extra: dict[str, str] | None = None
+        def cold(server: ServerProcess, estimate_key: str, extra: dict[str, str] | None = None
                  ) -> HeaderFactory:
             def make() -> list[dict[str, str]]:
                 estimate = self._subject_rps(estimate_key, 3000.0)

@@ -2,8 +2,9 @@
 
 - ``python bench/slowpeers.py siege SPEC.json``: keeps ``hanging`` signed proxied requests
   open against an engine that never answers (``hang_port``: this process also runs that
-  engine: it accepts, reads, never answers) and ``slow_headers`` connections dribbling a
-  request head one byte a second (reopened when the server closes them), for ``seconds``.
+  engine, the tests' ``AsyncEngine``, whose ``/api/v1/hang`` reads the request and never
+  answers) and ``slow_headers`` connections dribbling a request head one byte a second
+  (reopened when the server closes them), for ``seconds``.
   Prints ``ready`` once everything is open, then one JSON object at the end.
 - ``python bench/slowpeers.py websockets SPEC.json``: opens ``count`` WebSocket connections
   to ``url``, checks one echo on each, prints ``ready {...}``, holds them idle until stdin
@@ -18,29 +19,14 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
+
+from tests.support.async_upstreams import AsyncEngine
+
 HOLD_MAX_S = 600.0
-
-
-async def _hang_engine(port_holder: list[int], stop: asyncio.Event) -> None:
-    """An engine that accepts connections, reads what comes, and never answers."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        try:
-            while await reader.read(65536):
-                pass
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port_holder.append(server.sockets[0].getsockname()[1])
-    async with server:
-        await stop.wait()
-        for writer in writers:
-            writer.close()
 
 
 async def _hanging_request(host: str, port: int, request: bytes, stop: asyncio.Event,
@@ -100,13 +86,14 @@ async def _slow_header(host: str, port: int, stop: asyncio.Event, stats: dict[st
 
 
 async def siege(spec: dict[str, Any]) -> dict[str, Any]:
+    with AsyncEngine() as engine:  # in a thread of its own: its own event loop
+        return await _siege(spec, engine.port)
+
+
+async def _siege(spec: dict[str, Any], hang_port: int) -> dict[str, Any]:
     host, port = "127.0.0.1", spec["port"]
     stop = asyncio.Event()
-    hang_port: list[int] = []
-    engine = asyncio.ensure_future(_hang_engine(hang_port, stop))
-    while not hang_port:
-        await asyncio.sleep(0.01)
-    print(json.dumps({"hang_port": hang_port[0]}), flush=True)
+    print(json.dumps({"hang_port": hang_port}), flush=True)
     # The caller points an engine at hang_port, then writes a line with the request headers.
     line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     headers: dict[str, str] = json.loads(line)
@@ -126,7 +113,6 @@ async def siege(spec: dict[str, Any]) -> dict[str, Any]:
         pass
     stop.set()
     await asyncio.wait(tasks, timeout=10)
-    await asyncio.wait({engine}, timeout=5)
     return stats
 
 

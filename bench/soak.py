@@ -33,12 +33,12 @@ from urllib.parse import urlparse
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from procs import GatewayProcess, StubEngine  # noqa: E402
+sys.path.insert(0, str(ROOT))  # tests.support: the helpers shared with the tests
 
 from gateway_kernel.testing import create_postgres_database  # noqa: E402
 from gateway_plugins.auth_crypto.signing import Signer  # noqa: E402
+from tests.support.procs import GatewayProcess  # noqa: E402
+from tests.support.stub_engine import StubEngine  # noqa: E402
 
 THREADS = 4
 POOL_SIZE = 4

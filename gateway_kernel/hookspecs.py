@@ -14,7 +14,7 @@ engines declares what sharing and realtime answer or hear; auth_internal what en
 so both sides always see the spec; otherwise the caller (the proxy declares
 ``flowork_resolve_engine``), and an implementation of a hook whose declaring plugin it does not
 ``require`` is marked ``@hookimpl(optionalhook=True)``: it then goes uncalled when that plugin
-is disabled. ``tests/test_hookspecs.py`` fails when a hook (kernel or plugin)
+is disabled. ``tests/kernel/test_hookspecs.py`` fails when a hook (kernel or plugin)
 is undocumented or never implemented, and when a bundled plugin implements a hook nobody
 declares.
 

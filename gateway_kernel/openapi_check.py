@@ -5,7 +5,7 @@ every response a test client receives). :func:`check` takes one response of a do
 route: its status must be documented for that operation and its JSON body must match the
 documented schema. Undocumented paths (the proxy's pass-through, test-only plugins) are left
 alone; that every real route is documented is a separate check (the project's
-``tests/test_openapi.py``). Needs ``jsonschema`` (in the ``test`` extra).
+``tests/kernel/test_openapi.py``). Needs ``jsonschema`` (in the ``test`` extra).
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ def _validate_responses_against_openapi(openapi_check):
 
 @pytest.fixture
 def upstream():
-    """A real loopback engine (tests/upstreams.py) for proxy tests."""
-    from upstreams import Upstream
+    """A real loopback engine (tests/support/upstreams.py) for proxy tests."""
+    from tests.support.upstreams import Upstream
 
     with Upstream() as server:
         yield server

@@ -14,7 +14,7 @@ Moved out of the engines plugin (issue 15), the table keeps its name and its dat
   own tables, so a fresh database gets each table exactly once.
 - Later changes to this table are this plugin's migrations, appended after ``0001_initial``.
 
-tests/test_migrations_upgrade.py builds a database the way the previous version did and
+tests/kernel/test_migrations_upgrade.py builds a database the way the previous version did and
 checks that its kill-switch rows survive the upgrade and are served.
 """
 
