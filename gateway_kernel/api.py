@@ -120,8 +120,8 @@ class AuthScheme:
         """The error for a credential used outside the audience it was exposed to."""
         from .errors import unauthorized
 
-        return unauthorized("credential_exposed", "This credential was exposed to a third "
-                            "party and is no longer accepted here; sign in again")
+        return unauthorized("This credential was exposed to a third party and is no longer "
+                            "accepted here; sign in again", code="credential_exposed")
 
 
 Auth = str | Mapping[str, str]

@@ -54,19 +54,19 @@ class GatewayError(falcon.HTTPError):
         return obj_type(error=self.message, code=self.code)
 
 
-def bad_request(message: str, code: str = "invalid_body") -> GatewayError:
+def bad_request(message: str, *, code: str = "invalid_body") -> GatewayError:
     return GatewayError(400, code, message)
 
 
-def not_found(message: str = "Not found", code: str = "not_found") -> GatewayError:
+def not_found(message: str = "Not found", *, code: str = "not_found") -> GatewayError:
     return GatewayError(404, code, message)
 
 
-def unauthorized(code: str, message: str) -> GatewayError:
+def unauthorized(message: str, *, code: str) -> GatewayError:
     return GatewayError(401, code, message)
 
 
-def conflict(message: str, code: str = "conflict") -> GatewayError:
+def conflict(message: str, *, code: str = "conflict") -> GatewayError:
     return GatewayError(409, code, message)
 
 
@@ -76,7 +76,7 @@ def limit_reached(what: str, limit: int, setting: str) -> GatewayError:
                         f"Limit reached: at most {limit} {what} ({setting})")
 
 
-def unavailable(code: str, message: str, retry_after: int | None = None) -> GatewayError:
+def unavailable(message: str, *, code: str, retry_after: int | None = None) -> GatewayError:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return GatewayError(503, code, message, headers)
 

@@ -24,22 +24,22 @@ UNAUTHORIZED_CODES = (MISSING_AUTH, MALFORMED_MESSAGE, STALE_SIGNATURE, ADDRESS_
 
 def refused(code: str, message: str) -> GatewayError:
     """401 with one of :data:`UNAUTHORIZED_CODES` (a parsed message's own refusal code)."""
-    return unauthorized(code, message)
+    return unauthorized(message, code=code)
 
 
 def missing_auth(message: str) -> GatewayError:
     """401 ``missing_auth``: no, or not all, of the signature headers."""
-    return unauthorized(MISSING_AUTH, message)
+    return unauthorized(message, code=MISSING_AUTH)
 
 
 def malformed_message(message: str) -> GatewayError:
     """401 ``malformed_message``: a header or the signed message is malformed."""
-    return unauthorized(MALFORMED_MESSAGE, message)
+    return unauthorized(message, code=MALFORMED_MESSAGE)
 
 
 def invalid_signature(message: str) -> GatewayError:
     """401 ``invalid_signature``: the signature is malformed or was made by another key."""
-    return unauthorized(INVALID_SIGNATURE, message)
+    return unauthorized(message, code=INVALID_SIGNATURE)
 
 
 def revoked(retry_after: float) -> GatewayError:
@@ -52,13 +52,13 @@ def revoked(retry_after: float) -> GatewayError:
 def signature_exposed() -> GatewayError:
     """401 ``signature_exposed``: the signed message was forwarded to a third party's engine."""
     return unauthorized(
-        SIGNATURE_EXPOSED, "This signature was forwarded to an engine you do not own and "
-        "is no longer accepted here; sign a new message")
+        "This signature was forwarded to an engine you do not own and "
+        "is no longer accepted here; sign a new message", code=SIGNATURE_EXPOSED)
 
 
 def invalid_identifier() -> GatewayError:
     """400 ``invalid_identifier``: a mixed-case address whose EIP-55 checksum is wrong."""
-    return bad_request("Address fails its EIP-55 checksum", INVALID_IDENTIFIER)
+    return bad_request("Address fails its EIP-55 checksum", code=INVALID_IDENTIFIER)
 
 
 def not_implemented() -> GatewayError:

@@ -14,16 +14,16 @@ SERVICE_AUTH_NOT_CONFIGURED = "service_auth_not_configured"  # 503: no GATEWAY_S
 
 def invalid_engine_token(message: str) -> GatewayError:
     """401 ``invalid_engine_token``: the engine token is missing or names no engine."""
-    return unauthorized(INVALID_ENGINE_TOKEN, message)
+    return unauthorized(message, code=INVALID_ENGINE_TOKEN)
 
 
 def invalid_api_key(message: str) -> GatewayError:
     """401 ``invalid_api_key``: the service key is missing or wrong."""
-    return unauthorized(INVALID_API_KEY, message)
+    return unauthorized(message, code=INVALID_API_KEY)
 
 
 def service_auth_not_configured() -> GatewayError:
     """503 ``service_auth_not_configured``: no service secret is set, so service routes are
     closed (never open)."""
-    return unavailable(SERVICE_AUTH_NOT_CONFIGURED,
-                       "Service authentication is not configured (GATEWAY_SECRET_TOKEN)")
+    return unavailable("Service authentication is not configured (GATEWAY_SECRET_TOKEN)",
+                       code=SERVICE_AUTH_NOT_CONFIGURED)

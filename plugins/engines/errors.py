@@ -21,15 +21,15 @@ def invalid_engine_token() -> GatewayError:
 
 
 def invalid_engine_url(reason: object) -> GatewayError:
-    return bad_request(f"Engine URL refused: {reason}", INVALID_ENGINE_URL)
+    return bad_request(f"Engine URL refused: {reason}", code=INVALID_ENGINE_URL)
 
 
 def authorization_pending() -> GatewayError:
-    return not_found("The owner has not approved this request (yet)", AUTHORIZATION_PENDING)
+    return not_found("The owner has not approved this request (yet)", code=AUTHORIZATION_PENDING)
 
 
 def expired_token() -> GatewayError:
-    return not_found("This request has expired or was already claimed", EXPIRED_TOKEN)
+    return not_found("This request has expired or was already claimed", code=EXPIRED_TOKEN)
 
 
 #: 503 when no online engine resolves: the proxy's contract defines the answer.

@@ -10,7 +10,7 @@ INVALID_COMPONENT_ID = "invalid_component_id"  # 400: a component id of the wron
 
 def invalid_component_id() -> GatewayError:
     return bad_request("component_id must be 1-128 characters: letters, digits, '_', '.', ':', '-'",
-                       INVALID_COMPONENT_ID)
+                       code=INVALID_COMPONENT_ID)
 
 
 def invalid_reason(limit: int) -> GatewayError:

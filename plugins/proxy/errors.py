@@ -59,17 +59,17 @@ def pool_exhausted() -> GatewayError:
 
 
 def engine_unavailable(retry_after: int) -> GatewayError:
-    return unavailable(ENGINE_UNAVAILABLE,
-                       "The engine failed repeatedly; retry after the cool-down", retry_after)
+    return unavailable("The engine failed repeatedly; retry after the cool-down",
+                       code=ENGINE_UNAVAILABLE, retry_after=retry_after)
 
 
 def engine_busy() -> GatewayError:
-    return unavailable(ENGINE_BUSY, "Too many requests in flight to this engine; retry shortly",
-                       BUSY_RETRY_AFTER_S)
+    return unavailable("Too many requests in flight to this engine; retry shortly",
+                       code=ENGINE_BUSY, retry_after=BUSY_RETRY_AFTER_S)
 
 
 def no_public_engine() -> GatewayError:
-    return unavailable(NO_PUBLIC_ENGINE, "No public engine is configured")
+    return unavailable("No public engine is configured", code=NO_PUBLIC_ENGINE)
 
 
 def proxy_loop() -> GatewayError:
@@ -77,7 +77,7 @@ def proxy_loop() -> GatewayError:
 
 
 def no_such_path() -> GatewayError:
-    return not_found("No such path", NOT_FOUND)
+    return not_found("No such path", code=NOT_FOUND)
 
 
 def upload_too_large(limit: int) -> GatewayError:
@@ -85,4 +85,4 @@ def upload_too_large(limit: int) -> GatewayError:
 
 
 def body_incomplete(message: str) -> GatewayError:
-    return bad_request(message, INVALID_BODY)
+    return bad_request(message, code=INVALID_BODY)

@@ -14,18 +14,18 @@ INVALID_PRESET_NAME = "invalid_preset_name"  # 400
 
 
 def user_not_found() -> GatewayError:
-    return not_found("No user with that username or address", USER_NOT_FOUND)
+    return not_found("No user with that username or address", code=USER_NOT_FOUND)
 
 
 def cannot_share_with_self() -> GatewayError:
-    return bad_request("You cannot share an engine with yourself", CANNOT_SHARE_WITH_SELF)
+    return bad_request("You cannot share an engine with yourself", code=CANNOT_SHARE_WITH_SELF)
 
 
 def invalid_share_token() -> GatewayError:
     # Expired, deleted and unknown tokens alike: a caller learns nothing more.
-    return not_found("Share link not found or expired", INVALID_SHARE_TOKEN)
+    return not_found("Share link not found or expired", code=INVALID_SHARE_TOKEN)
 
 
 def invalid_preset_name(max_length: int) -> GatewayError:
     return bad_request(f"Preset name must be 1-{max_length} characters, without control "
-                       "characters or slashes", INVALID_PRESET_NAME)
+                       "characters or slashes", code=INVALID_PRESET_NAME)

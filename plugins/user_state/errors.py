@@ -9,7 +9,7 @@ INVALID_KEY = "invalid_key"  # 400: a key of the wrong form
 
 
 def invalid_key() -> GatewayError:
-    return bad_request("key must be 1-64 characters of a-z, 0-9 and '_'", INVALID_KEY)
+    return bad_request("key must be 1-64 characters of a-z, 0-9 and '_'", code=INVALID_KEY)
 
 
 def too_many_keys(limit: int) -> GatewayError:

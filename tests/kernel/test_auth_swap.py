@@ -31,7 +31,7 @@ class BearerScheme(AuthScheme):
         return {"Bearer": {"type": "http", "scheme": "bearer"}}
 
     def missing(self) -> Exception:
-        return unauthorized("missing_token", "Send Authorization: Bearer <token>")
+        return unauthorized("Send Authorization: Bearer <token>", code="missing_token")
 
     def authenticate(self, req: falcon.Request) -> Principal | None:
         value = req.get_header("Authorization")
@@ -41,7 +41,7 @@ class BearerScheme(AuthScheme):
         user = next((u for t, u in TOKENS.items()
                      if hmac.compare_digest(t.encode(), token.encode())), None)
         if kind.lower() != "bearer" or user is None:
-            raise unauthorized("invalid_token", "Unknown bearer token")
+            raise unauthorized("Unknown bearer token", code="invalid_token")
         return Principal(kind="user", scheme=self.name, account=self.gateway.ensure_account(user))
 
 

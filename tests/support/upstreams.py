@@ -505,7 +505,7 @@ class Resolver(GatewayPlugin):
         self.calls.append((principal.account.public_address, engine_id))
         engine_id = engine_id or self.default
         if engine_id is None:
-            raise unavailable("engine_offline", "No online engine", 5)
+            raise unavailable("No online engine", code="engine_offline", retry_after=5)
         if engine_id not in self.urls:
             raise not_found()
         # The caller owns every engine here (a guest's target would spend its signature).
