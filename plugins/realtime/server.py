@@ -332,10 +332,14 @@ class Realtime:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
+        guarded = self._guarded(make())
         if running is loop:
-            loop.create_task(self._guarded(make()))
-        else:
-            asyncio.run_coroutine_threadsafe(self._guarded(make()), loop)
+            loop.create_task(guarded)
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(guarded, loop)
+        except RuntimeError:  # the loop closed since the check: the server is stopping
+            guarded.close()
 
     @staticmethod
     async def _guarded(coro: Coroutine[Any, Any, None]) -> None:
