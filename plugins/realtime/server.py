@@ -332,14 +332,15 @@ class Realtime:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        guarded = self._guarded(make())
         if running is loop:
-            loop.create_task(guarded)
+            loop.create_task(self._guarded(make()))
             return
+        # The coroutine is made on the loop, when the callback runs: a loop that stops before
+        # running it leaves no never-awaited coroutine behind.
         try:
-            asyncio.run_coroutine_threadsafe(guarded, loop)
+            loop.call_soon_threadsafe(lambda: loop.create_task(self._guarded(make())))
         except RuntimeError:  # the loop closed since the check: the server is stopping
-            guarded.close()
+            pass
 
     @staticmethod
     async def _guarded(coro: Coroutine[Any, Any, None]) -> None:
