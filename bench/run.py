@@ -7,8 +7,9 @@
     .venv/bin/python bench/run.py --python-load         # the Python load generator, not wrk
 
 Every server is its own subprocess on a free 127.0.0.1 port: gateways under ``flowork-gateway
-serve`` (uvicorn), baselines under waitress with ``serve --server waitress``'s settings (and
-the default server's ceiling under uvicorn); the load comes from another process (``wrk`` when
+serve`` (uvicorn; one more under ``serve --server waitress`` for the waitress proxy row),
+baselines under waitress with ``serve --server waitress``'s settings (and the default
+server's ceiling under uvicorn); the load comes from another process (``wrk`` when
 installed, else ``bench/loadgen.py``). Baseline and subject alternate within each round and
 a row's ratio is the median of its per-round ratios, because this machine is shared and noisy.
 
@@ -591,7 +592,7 @@ def siege_row(gateway: ServerProcess, stub: ServerProcess, seed: Seed, mode: Mod
 
 
 ROW_KEYS = ("asgi_hello", "health", "warm", "warm_asgi", "cold", "original", "original_cold",
-            "proxy", "authinfo", "postgres", "download", "upload", "websocket", "siege")
+            "proxy", "proxy_waitress", "authinfo", "postgres", "download", "upload", "websocket", "siege")
 
 
 class Suite:
@@ -629,6 +630,7 @@ class Suite:
         sqlite = f"sqlite:///{(work / 'main.db').as_posix()}"
         many_db = f"sqlite:///{(work / 'many.db').as_posix()}"
         original_db = f"sqlite:///{(work / 'original.db').as_posix()}"
+        waitress_db = f"sqlite:///{(work / 'waitress.db').as_posix()}"
         pg_context = postgres_database(self.postgres_url) if self.wants("postgres") \
             else contextlib.nullcontext(None)
         try:
@@ -650,11 +652,16 @@ class Suite:
                         [sys.executable, str(BENCH_DIR / "original_design.py"),
                          "--threads", str(mode.threads)],
                         {"ECC_BACKEND_CLASS": "eth_keys.backends.NativeECCBackend"})
+                waitress_gw = None
+                if self.wants("proxy_waitress"):  # serve --server waitress, its default threads
+                    waitress_gw = self._gateway(
+                        "gateway-waitress", waitress_db,
+                        gateway_argv(threads=mode.threads, server="waitress"))
                 pg = self._gateway("gateway-postgres", pg_url) if pg_url else None
                 for server in self.servers:
                     server.wait_up()
                 self.ceiling_asgi = ceiling_asgi
-                self._rows(ceiling, stub, gateway, many, original, pg,
+                self._rows(ceiling, stub, gateway, many, original, waitress_gw, pg,
                            postgres_missing=self.wants("postgres") and pg_url is None)
         finally:
             for server in self.servers:
@@ -675,13 +682,15 @@ class Suite:
               flush=True)
 
     def _rows(self, ceiling: ServerProcess, stub: ServerProcess, gateway: ServerProcess,
-              many: ServerProcess | None, original: ServerProcess | None, pg: ServerProcess | None,
+              many: ServerProcess | None, original: ServerProcess | None,
+              waitress_gw: ServerProcess | None, pg: ServerProcess | None,
               postgres_missing: bool) -> None:
         mode, work = self.mode, self.workdir
         full = mode.name == "full"
         seed = seed_gateway(gateway.base)
         many_seed = seed_gateway(many.base) if many else None
         orig_seed = seed_gateway(original.base) if original else None
+        waitress_seed = seed_gateway(waitress_gw.base) if waitress_gw else None
         pg_seed = seed_gateway(pg.base) if pg else None
         engines = API + "/user/engines"
         health = API + "/system/health"
@@ -737,16 +746,29 @@ class Suite:
         def beat() -> None:
             heartbeat(gateway.base, seed.tokens[0], stub.base)
 
+        proxied_path = API + "/bench/echo"
+
         def proxied_row() -> Row:
             beat()
-            path = API + "/bench/echo"
             return compare(
-                "proxy", "proxied signed GET (small JSON) to the stub engine",
-                Side("stub engine directly", stub, path, signed(seed, proxy_headers)),
-                Side("gateway", gateway, path, signed(seed, proxy_headers)),
+                "proxy", "proxied signed GET (small JSON, engine by id) to the stub engine",
+                ceiling_side, Side("gateway", gateway, proxied_path, signed(seed, proxy_headers)),
                 mode, work, 0.8 if full else None)
 
         self._attempt(["proxy"], proxied_row)
+        if waitress_gw is not None and waitress_seed is not None:
+            waitress_proxy_headers = {"X-Flowork-Engine-ID": waitress_seed.engine_ids[0]}
+
+            def proxied_waitress_row() -> Row:
+                heartbeat(waitress_gw.base, waitress_seed.tokens[0], stub.base)
+                return compare(
+                    "proxy_waitress",
+                    "proxied signed GET (small JSON, engine by id) under `serve --server waitress`",
+                    ceiling_side, Side("gateway (waitress)", waitress_gw, proxied_path,
+                                       signed(waitress_seed, waitress_proxy_headers)),
+                    mode, work, 0.45 if full else None)
+
+            self._attempt(["proxy_waitress"], proxied_waitress_row)
         if many is not None and many_seed is not None:
             info = API + "/engine/get-engine-auth-info"
             self._attempt(["authinfo"], lambda: compare(
@@ -834,7 +856,8 @@ def render_document(mode: Mode, table: str, started: dt.datetime, elapsed: float
         f"Python {platform.python_version()}, Falcon {falcon.__version__}, "
         f"waitress {getattr(waitress, '__version__', '') or _dist_version('waitress')}",
         f"- **Method**: every server is its own process on 127.0.0.1: the gateways under "
-        f"`flowork-gateway serve` (uvicorn, its default worker threads), the baselines under "
+        f"`flowork-gateway serve` (uvicorn, its default worker threads; the waitress proxy "
+        f"row's under `serve --server waitress` with {mode.threads} threads), the baselines under "
         f"waitress with `serve --server waitress`'s settings and {mode.threads} threads "
         f"(`ceiling-asgi`: uvicorn with `serve`'s settings); load from {tool} in "
         f"another process, {mode.connections} keep-alive connections, closed loop; "

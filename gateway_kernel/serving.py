@@ -113,6 +113,74 @@ class ConnectionRegistry:
             protocol.evict()
 
 
+#: Writes up to this size are held until the end of the current loop callback and sent with
+#: whatever else the connection writes in it (see :class:`CoalescingTransport`).
+COALESCE_BYTES = 16 * 1024
+
+
+class CoalescingTransport:
+    """A connection's transport whose small writes within one loop callback leave in one
+    ``send``: uvicorn writes a response's head and its body separately (two system calls
+    and two segments per small response); held here, they go out together at the end of
+    the callback (``call_soon``), in order. Larger writes flush what is held and go straight
+    through; ``close``/``write_eof`` flush first. Everything else is the wrapped transport's."""
+
+    __slots__ = ("_held", "_held_bytes", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+
+    def write(self, data: bytes) -> None:
+        size = len(data)
+        if self._held:
+            if self._held_bytes + size <= COALESCE_BYTES:
+                self._held.append(data)
+                self._held_bytes += size
+                return
+            self.flush()
+        elif size <= COALESCE_BYTES:
+            self._held.append(data)
+            self._held_bytes = size
+            self._loop.call_soon(self.flush)
+            return
+        self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if not held:
+            return
+        self._held = []
+        self._held_bytes = 0
+        if not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + self._held_bytes
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def unwrap(self) -> asyncio.Transport:
+        """Flush and return the wrapped transport (a WebSocket upgrade takes it over)."""
+        self.flush()
+        return self._transport
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def protocol_class(policy: ServerPolicy, registry: ConnectionRegistry) -> type:
     """uvicorn's httptools protocol with the head timeout, head bound and connection bound."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -124,6 +192,7 @@ def protocol_class(policy: ServerPolicy, registry: ConnectionRegistry) -> type:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
             self._await_head()
             registry.add(self)
 
@@ -152,6 +221,8 @@ def protocol_class(policy: ServerPolicy, registry: ConnectionRegistry) -> type:
             self._stop_head_timer()
             self._awaiting_head = False
             registry.discard(self)
+            if isinstance(self.transport, CoalescingTransport):
+                self.transport = self.transport.unwrap()
             super().handle_websocket_upgrade()
 
         def send_400_response(self, msg: str) -> None:

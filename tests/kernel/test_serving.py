@@ -295,3 +295,57 @@ def test_waitress_without_the_proxy_refuses_a_large_body_before_spooling_it(tmp_
             answer = recv_all(sock, 5)
         assert answer.startswith(b"HTTP/1.1 413") and time.monotonic() - start_at < 2.0
         assert list((tmp_path / "spool").rglob("*")) == []
+
+
+class _RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 1)}.get(name, default)
+
+
+def test_the_coalescing_transport_sends_small_writes_of_one_callback_together_in_order():
+    import asyncio
+
+    from gateway_kernel.serving import COALESCE_BYTES, CoalescingTransport
+
+    async def scenario() -> list[list[bytes]]:
+        raw = _RecordingTransport()
+        wrapped = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        seen = []
+        wrapped.write(b"head ")
+        wrapped.write(b"body")
+        assert raw.writes == [] and wrapped.get_write_buffer_size() == 9
+        await asyncio.sleep(0)  # the end of the callback: one write, in order
+        seen.append(list(raw.writes))
+        big = b"x" * (COALESCE_BYTES + 1)
+        wrapped.write(b"small")
+        wrapped.write(big)  # flushes what is held first, then goes straight through
+        seen.append(list(raw.writes))
+        wrapped.write(b"last")
+        wrapped.close()  # close flushes first
+        seen.append(list(raw.writes))
+        assert raw.closed and wrapped.get_extra_info("peername") == ("127.0.0.1", 1)
+        await asyncio.sleep(0)
+        seen.append(list(raw.writes))  # the scheduled flush found nothing more
+        return seen
+
+    first, second, third, fourth = asyncio.run(scenario())
+    big = b"x" * (COALESCE_BYTES + 1)
+    assert first == [b"head body"]
+    assert second == [b"head body", b"small", big]
+    assert third == fourth == [b"head body", b"small", big, b"last"]
