@@ -193,6 +193,12 @@ class Gateway:
         untrusted X-Forwarded-For hop)."""
         return client_address(req, self.trusted_proxies)
 
+    def scheme_headers(self, *kinds: str) -> tuple[str, ...]:
+        """Request headers the enabled auth schemes of ``kinds`` read (every kind when none is
+        given), in the order the schemes are tried, each once: what CORS allows and what a
+        proxy must not pass on."""
+        return auth.scheme_headers(self.schemes, kinds)
+
     def check_audience(self, principal: Principal, audience: str) -> None:
         """Refuse ``principal`` if its credential is restricted to another audience."""
         auth.check_audience(self.schemes, principal, audience)

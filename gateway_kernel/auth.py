@@ -76,6 +76,13 @@ def authenticate(gateway: Gateway, req: falcon.Request, kind: str, sink: bool) -
     raise schemes[0].missing()
 
 
+def scheme_headers(schemes: dict[str, list[AuthScheme]], kinds: Sequence[str]) -> tuple[str, ...]:
+    """The headers of the schemes of ``kinds`` (all kinds when empty), in order, each once."""
+    return tuple(dict.fromkeys(
+        header for kind, of_kind in schemes.items() if not kinds or kind in kinds
+        for scheme in of_kind for header in scheme.headers))
+
+
 def check_audience(schemes: dict[str, list[AuthScheme]], principal: Principal, audience: str) -> None:
     """Refuse ``principal`` if its credential is restricted to another audience."""
     if principal.audience is not None and principal.audience != audience:

@@ -104,10 +104,7 @@ class KernelMiddleware:
         origins = gateway.config["FLOWORK_CORS_ORIGINS"]
         self.any_origin = "*" in origins
         self.origins = frozenset(origins)
-        headers = {"Content-Type", "X-Request-ID"}
-        for schemes in gateway.schemes.values():
-            for scheme in schemes:
-                headers.update(scheme.headers)
+        headers = {"Content-Type", "X-Request-ID", *gateway.scheme_headers()}
         for extra in gateway.hook.gateway_cors_headers():
             headers.update(extra)
         self.allow_headers = ", ".join(sorted(headers))

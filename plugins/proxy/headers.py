@@ -65,20 +65,17 @@ class HeaderPolicy:
     def credential_headers(self) -> frozenset[str]:
         """Headers of every auth scheme: a public proxy forwards no credentials at all.
         (Schemes are collected after ``gateway_configure``, hence lazily.)"""
-        return frozenset(
-            h.lower() for schemes in self.gateway.schemes.values() for s in schemes
-            for h in s.headers
-        ) | {"authorization"}
+        return frozenset(h.lower() for h in self.gateway.scheme_headers()) | {"authorization"}
 
     @functools.cached_property
     def foreign_credential_headers(self) -> frozenset[str]:
         """Headers of the schemes of other kinds than ``user``: a user's request to an engine
         carries the user's own credential (the engine checks it), never an engine's or a
         service's."""
-        return frozenset(
-            h.lower() for kind, schemes in self.gateway.schemes.items() if kind != "user"
-            for s in schemes for h in s.headers
-        )
+        others = [kind for kind in self.gateway.schemes if kind != "user"]
+        if not others:
+            return frozenset()
+        return frozenset(h.lower() for h in self.gateway.scheme_headers(*others))
 
     @functools.cached_property
     def secrets(self) -> tuple[bytes, ...]:

@@ -5,7 +5,7 @@ A connect's credentials become the headers of a synthetic Falcon request, which
 freshness, logout, auto-registration and throttling rules. The request is marked as a socket
 sign-in, so the user scheme also accepts the ``flowork_socket_auth|…`` message. Which headers
 carry a kind's credential is the enabled schemes' business (``AuthScheme.headers``), read
-through :func:`scheme_headers`.
+through ``gateway.scheme_headers(kind)``.
 """
 
 from __future__ import annotations
@@ -26,13 +26,6 @@ if TYPE_CHECKING:
     from .server import Realtime
 
 _MAX_HEADER = 8192
-
-
-def scheme_headers(gateway: Gateway, kind: str) -> tuple[str, ...]:
-    """The headers the enabled auth schemes of ``kind`` read, in the order the kernel tries
-    the schemes (the GUI's sign-in headers for ``user``, the engine token's for ``engine``)."""
-    return tuple(dict.fromkeys(header for scheme in gateway.schemes.get(kind, ())
-                               for header in scheme.headers))
 
 
 def missing_credential(gateway: Gateway, kind: str) -> Exception:

@@ -24,7 +24,7 @@ import socketio
 from gateway_kernel import Account, utcnow
 
 from . import errors
-from .auth import SafeJSON, scheme_headers
+from .auth import SafeJSON
 from .settings import RealtimeConfig
 
 if TYPE_CHECKING:
@@ -249,12 +249,12 @@ class Realtime:
     @functools.cached_property
     def user_headers(self) -> tuple[str, ...]:
         """The headers a GUI signs in with: those of the enabled ``user`` schemes."""
-        return scheme_headers(self.gateway, "user")
+        return self.gateway.scheme_headers("user")
 
     @functools.cached_property
     def engine_token_header(self) -> str:
         """The header an engine's socket token is checked as: the first ``engine`` scheme's."""
-        return scheme_headers(self.gateway, "engine")[0]
+        return self.gateway.scheme_headers("engine")[0]
 
     # -- ASGI ------------------------------------------------------------------------------
 
